@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make demo` (set-up + main job) and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= data/demo
+DEMO_MEMBERS ?= 5000
+export MPLBACKEND := Agg
+
+.PHONY: demo test test-fast bench serve clean-demo install
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/member-ml generate --members $(DEMO_MEMBERS) --seed 7 --out $(DEMO_DIR)/raw --messy
+	$(BIN)/member-ml ingest --source parquet --path $(DEMO_DIR)/raw --out $(DEMO_DIR)/store
+	$(BIN)/member-ml summary --store $(DEMO_DIR)/store
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --timeout 900
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x -m "not slow and not spark and not http"
+
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.run
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,1 @@
+"""Command line and settings for member-ml (sits on top of features, loyalty, training and serving)."""

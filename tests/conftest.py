@@ -1,0 +1,31 @@
+"""Shared pytest fixtures. Area-specific fixtures live in the area's own test modules or tests/fixtures_*.py."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _headless_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or MEMBER_ML_SHARED_DATA); skips with a clear message when absent (a user's clone has none)."""
+    p = Path(os.environ.get("MEMBER_ML_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not p.is_dir():
+        pytest.skip(f"real datasets folder {p} is absent (set MEMBER_ML_SHARED_DATA or place ../shared/data)")
+    return p
+
+
+@pytest.fixture()
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A private SQLite MLflow store per test, set through MLFLOW_TRACKING_URI as users would."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
