@@ -33,5 +33,8 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run
 
+serve: $(STAMP)  ## online scoring on http://127.0.0.1:3000 (models: champion aliases; table: data/demo/online.duckdb)
+	$(BIN)/bentoml serve serving.service:MemberScoring --host 127.0.0.1 --port $${PORT:-3000}
+
 clean-demo:
 	rm -rf $(DEMO_DIR)

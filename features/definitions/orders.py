@@ -1,0 +1,177 @@
+"""Order-based feature families: RFM, tenure, inter-purchase gaps, trend, basket and category mix, discount and coupon
+sensitivity, refund rate, order-time calendar.
+
+Definitions used throughout:
+- an *order* is a distinct (member_id, order_id) with at least one paid line before T; its time is its earliest
+  paid line; its value is the sum of its paid lines' amounts.
+- *spend* (monetary) is paid value minus the amounts of refunded/cancelled rows, each row counted in the window
+  of its own timestamp. A member whose paid lines carry no amount (e.g. Taobao UserBehavior) gets null monetary
+  features, never an invented 0.
+- window `w` days means [T − w days, T).
+"""
+from __future__ import annotations
+
+from features.definitions import WINDOWS, Family, FeatureSpec
+from features.engine import Step
+
+
+def div(a: str, b: str) -> str:
+    """Float division that gives NULL (not an error or inf) when the denominator is 0 or NULL."""
+    return f"CAST({a} AS DOUBLE) / NULLIF({b}, 0)"
+
+
+def days_since(ts: str, t: str) -> str:
+    return f"DATE_DIFF('second', {ts}, {t}) / 86400.0"
+
+
+def since(t: str, days: int) -> str:
+    return f"{t} - INTERVAL {days} DAY"
+
+
+def steps(t: str) -> list[Step]:
+    win_orders = ",\n".join(
+        f"SUM(CASE WHEN ordered_at >= {since(t, w)} THEN 1 ELSE 0 END) AS n_orders_{w}d,\n"
+        f"SUM(CASE WHEN ordered_at >= {since(t, w)} THEN value ELSE 0 END) AS gross_{w}d" for w in WINDOWS)
+    win_refunds = ",\n".join(
+        f"SUM(CASE WHEN ordered_at >= {since(t, w)} THEN amount ELSE 0 END) AS refunded_{w}d" for w in WINDOWS)
+    prior = f"ordered_at >= {since(t, 180)} AND ordered_at < {since(t, 90)}"
+    return [
+        Step("ord", """
+            SELECT member_id, order_id, MIN(ordered_at) AS ordered_at,
+              SUM(amount) AS value, COUNT(amount) AS n_amount, COUNT(*) AS n_lines,
+              SUM(quantity) AS n_items, SUM(discount) AS discount,
+              MAX(CASE WHEN coupon_used THEN 1 ELSE 0 END) AS coupon,
+              MAX(CASE WHEN discount > 0 THEN 1 ELSE 0 END) AS discounted
+            FROM ol WHERE status = 'paid'
+            GROUP BY member_id, order_id""", view=True),
+        Step("ordw", """
+            SELECT o.*,
+              DATE_DIFF('second', LAG(ordered_at) OVER (PARTITION BY member_id ORDER BY ordered_at, order_id),
+                        ordered_at) / 86400.0 AS gap_days,
+              ROW_NUMBER() OVER (PARTITION BY member_id ORDER BY ordered_at DESC, order_id DESC) AS rn_desc,
+              ((DATE_DIFF('day', CAST('1970-01-05' AS DATE), CAST(ordered_at AS DATE)) % 7) + 7) % 7 AS weekday,
+              HOUR(ordered_at) AS hour
+            FROM ord o"""),
+        Step("rfm", f"""
+            SELECT member_id,
+              COUNT(*) AS n_orders, SUM(n_amount) AS n_amount, SUM(value) AS gross,
+              {win_orders},
+              SUM(CASE WHEN {prior} THEN 1 ELSE 0 END) AS n_orders_prior_90d,
+              SUM(CASE WHEN {prior} THEN value ELSE 0 END) AS gross_prior_90d,
+              MIN(ordered_at) AS first_order_at, MAX(ordered_at) AS last_order_at,
+              AVG(gap_days) AS gap_mean, STDDEV_SAMP(gap_days) AS gap_std,
+              MAX(CASE WHEN rn_desc = 1 THEN gap_days END) AS gap_last,
+              SUM(n_items) AS n_items, SUM(n_lines) AS n_lines, MAX(value) AS max_value,
+              SUM(discount) AS discount, SUM(coupon) AS n_coupon, SUM(discounted) AS n_discounted,
+              SUM(CASE WHEN hour >= 19 AND hour <= 21 THEN 1 ELSE 0 END) AS n_evening,
+              SUM(CASE WHEN weekday >= 5 THEN 1 ELSE 0 END) AS n_weekend
+            FROM ordw GROUP BY member_id"""),
+        Step("refunds", f"""
+            SELECT member_id, SUM(amount) AS refunded,
+              {win_refunds},
+              SUM(CASE WHEN status = 'refunded' THEN 1 ELSE 0 END) AS n_refund_lines,
+              SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS n_cancel_lines
+            FROM ol WHERE status IN ('refunded', 'cancelled')
+            GROUP BY member_id"""),
+        Step("catmix", """
+            SELECT member_id, COUNT(*) AS n_categories, SUM(n) AS n_cat_lines, SUM(n * LN(n)) AS nlogn,
+              MAX(n) AS top_n, MAX(CASE WHEN rn = 1 THEN category END) AS top_category
+            FROM (
+              SELECT member_id, category, n,
+                ROW_NUMBER() OVER (PARTITION BY member_id ORDER BY n DESC, category) AS rn
+              FROM (SELECT member_id, category, COUNT(*) AS n FROM ol
+                    WHERE status = 'paid' AND category IS NOT NULL GROUP BY member_id, category) c
+            ) x GROUP BY member_id"""),
+        Step("pref", """
+            SELECT member_id,
+              MAX(CASE WHEN kind = 'weekday' THEN v END) AS preferred_weekday,
+              MAX(CASE WHEN kind = 'hour' THEN v END) AS preferred_hour
+            FROM (
+              SELECT kind, member_id, v,
+                ROW_NUMBER() OVER (PARTITION BY kind, member_id ORDER BY n DESC, v) AS rn
+              FROM (
+                SELECT 'weekday' AS kind, member_id, weekday AS v, COUNT(*) AS n FROM ordw GROUP BY member_id, weekday
+                UNION ALL
+                SELECT 'hour' AS kind, member_id, hour AS v, COUNT(*) AS n FROM ordw GROUP BY member_id, hour
+              ) c
+            ) x WHERE rn = 1 GROUP BY member_id"""),
+    ]
+
+
+def families(t: str, tables: frozenset[str]) -> list[Family]:
+    s = tuple(steps(t))
+    has_money = "r.n_amount > 0"
+
+    def money(expr: str) -> str:
+        return f"CASE WHEN {has_money} THEN {expr} END"
+
+    def F(name: str, expr: str, family: str, desc: str, kind: str = "numeric") -> FeatureSpec:
+        return FeatureSpec(name, expr, kind, family, desc)
+
+    rfm = [
+        F("recency_days", days_since("r.last_order_at", t), "rfm", "days since the last paid order (null: none)"),
+        F("orders_lifetime", "COALESCE(r.n_orders, 0)", "rfm", "paid orders before T"),
+        F("spend_lifetime", money("r.gross - COALESCE(rf.refunded, 0)"), "rfm",
+          "paid spend before T net of refunds/cancellations"),
+    ]
+    for w in WINDOWS:
+        rfm += [
+            F(f"orders_{w}d", f"COALESCE(r.n_orders_{w}d, 0)", "rfm", f"paid orders in the last {w} days"),
+            F(f"spend_{w}d", money(f"r.gross_{w}d - COALESCE(rf.refunded_{w}d, 0)"), "rfm",
+              f"spend in the last {w} days net of refunds in that window"),
+        ]
+    tenure_from = "COALESCE(mem.joined_at, r.first_order_at)" if "members" in tables else "r.first_order_at"
+    tenure = [
+        F("tenure_days", days_since(tenure_from, t), "tenure",
+          "days since joining (joined_at; first paid order when unknown)"),
+        F("days_since_first_order", days_since("r.first_order_at", t), "tenure", "days since the first paid order"),
+    ]
+    gaps = [
+        F("gap_mean_days", "r.gap_mean", "gaps", "mean days between consecutive paid orders"),
+        F("gap_std_days", "r.gap_std", "gaps", "sample std of days between consecutive paid orders"),
+        F("gap_last_days", "r.gap_last", "gaps", "days between the last two paid orders"),
+        F("recency_over_gap", div(days_since("r.last_order_at", t), "r.gap_mean"), "gaps",
+          "recency ÷ mean gap (> 1: overdue)"),
+    ]
+    trend = [
+        F("orders_prior_90d", "COALESCE(r.n_orders_prior_90d, 0)", "trend", "paid orders in [T−180d, T−90d)"),
+        F("orders_trend", div("r.n_orders_90d - r.n_orders_prior_90d", "r.n_orders_90d + r.n_orders_prior_90d"),
+          "trend", "(last 90d − prior 90d) ÷ (sum) of orders, in [−1, 1]"),
+        F("spend_trend", money(div("r.gross_90d - r.gross_prior_90d", "r.gross_90d + r.gross_prior_90d")),
+          "trend", "(last 90d − prior 90d) ÷ (sum) of gross paid value, in [−1, 1]"),
+    ]
+    basket = [
+        F("avg_order_value", money(div("r.gross", "r.n_orders")), "basket", "mean paid value per order"),
+        F("max_order_value", money("r.max_value"), "basket", "largest paid order value"),
+        F("items_per_order", div("r.n_items", "r.n_orders"), "basket", "mean quantity per order"),
+        F("lines_per_order", div("r.n_lines", "r.n_orders"), "basket", "mean paid lines per order"),
+        F("n_categories", "COALESCE(c.n_categories, 0)", "basket", "distinct categories bought"),
+        F("category_entropy", "CASE WHEN c.n_cat_lines > 0 THEN LN(c.n_cat_lines) - c.nlogn / c.n_cat_lines END",
+          "basket", "Shannon entropy (nats) of paid lines over categories"),
+        F("top_category_share", div("c.top_n", "c.n_cat_lines"), "basket", "share of paid lines in the top category"),
+        F("top_category", "c.top_category", "basket", "most-bought category (ties: alphabetical)", "categorical"),
+    ]
+    discount = [
+        F("discount_rate", money(div("r.discount", "r.gross + r.discount")), "discount",
+          "discount ÷ (paid value + discount)"),
+        F("discounted_order_share", div("r.n_discounted", "r.n_orders"), "discount", "share of orders with a discount"),
+        F("coupon_order_share", div("r.n_coupon", "r.n_orders"), "discount", "share of orders using a coupon"),
+    ]
+    refund = [
+        F("refund_line_rate", div("COALESCE(rf.n_refund_lines, 0) + COALESCE(rf.n_cancel_lines, 0)", "r.n_lines"),
+          "refund", "refunded + cancelled rows ÷ paid lines"),
+        F("refund_amount_rate", money(div("COALESCE(rf.refunded, 0)", "r.gross")), "refund",
+          "refunded + cancelled amount ÷ paid value"),
+        F("n_refunds", "COALESCE(rf.n_refund_lines, 0)", "refund", "refunded rows before T"),
+        F("n_cancellations", "COALESCE(rf.n_cancel_lines, 0)", "refund", "cancelled rows before T"),
+    ]
+    calendar = [
+        F("preferred_weekday", "pf.preferred_weekday", "calendar", "most frequent order weekday, 0 = Monday"),
+        F("preferred_hour", "pf.preferred_hour", "calendar", "most frequent order hour (0–23)"),
+        F("evening_order_share", div("r.n_evening", "r.n_orders"), "calendar", "share of orders placed 19:00–21:59"),
+        F("weekend_order_share", div("r.n_weekend", "r.n_orders"), "calendar", "share of orders on Sat/Sun"),
+    ]
+    joins = ("rfm r", "refunds rf", "catmix c", "pref pf") + (("mem",) if "members" in tables else ())
+    none: frozenset[str] = frozenset()
+    return [Family("orders", none, s, joins, tuple(rfm + tenure + gaps + trend + basket + discount + refund
+                                                    + calendar))]

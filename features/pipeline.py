@@ -1,0 +1,130 @@
+"""Point-in-time member features (DESIGN §4): the batch pipeline and the inline (online) path, one definition.
+
+`compute_features(source, as_of)` runs the SQL in features/definitions/ through an engine (DuckDB by default) over a
+Store's Parquet files (out-of-core) or over in-memory DataFrames (a member's inline history at serving time), then
+adds the loyalty state computed by `loyalty.batch.member_state` (pandas, the same function on both paths).
+
+Population (one row each): every member known strictly before `as_of` from any present table: a member with an
+order line (any status), an event, or a members row whose joined_at is before as_of or unknown. Members without paid
+orders get 0 counts and null recency / monetary / ratio features. `members=[...]` restricts the population (and
+the rows read) to those ids. Only rows strictly before `as_of` are read; rows at or after it cannot change a feature
+(tested by property tests).
+
+Numeric features are float64 (null = NaN); categorical features are strings (`categorical_features()`): convert
+them for LightGBM with `pd.Categorical`. `FEATURE_VERSION` changes whenever a definition's meaning changes.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+
+from features.definitions import FeatureSpec, definitions_digest, feature_plan, feature_specs
+from features.definitions.recent_items import RECENT_ITEMS_DAYS, recent_items_plan
+from features.engine import Engine, Plan, TableSource, as_timestamp, open_engine, sql_literal_timestamp
+
+FEATURE_VERSION = "1.0"
+
+LOYALTY_FEATURES: tuple[str, ...] = ("tier_rank", "points_balance", "spend_to_next_tier")
+_LOYALTY_DESCRIPTIONS = {
+    "tier_rank": "loyalty tier index (0 = lowest) at T, from loyalty.batch.member_state",
+    "points_balance": "points balance at T (after expiry), from the loyalty ledger",
+    "spend_to_next_tier": "spend still needed to reach the next tier (null at the top tier)",
+}
+
+
+def loyalty_state_fn():  # noqa: ANN201 - returns the callable or None
+    """The loyalty package's `member_state(orders, events, members, as_of)` if installed (the seam), else None."""
+    try:
+        from loyalty.batch import member_state
+    except ImportError:
+        return None
+    return member_state
+
+
+def feature_names(tables_present: Iterable[str] = ("orders", "members", "events", "items")) -> list[str]:
+    """Feature columns (after member_id) produced when these tables are present, in output order."""
+    names = [s.name for s in feature_specs(tables_present)]
+    if loyalty_state_fn() is not None:
+        names += list(LOYALTY_FEATURES)
+    return names
+
+
+def categorical_features(tables_present: Iterable[str] = ("orders", "members", "events", "items")) -> list[str]:
+    """The string-valued feature columns (everything else is float64)."""
+    return [s.name for s in feature_specs(tables_present) if s.kind == "categorical"]
+
+
+def feature_catalog(tables_present: Iterable[str] = ("orders", "members", "events", "items")) -> pd.DataFrame:
+    """name, family, kind, description of every feature: the documentation of record."""
+    rows = [{"name": s.name, "family": s.family, "kind": s.kind, "description": s.description}
+            for s in feature_specs(tables_present)]
+    if loyalty_state_fn() is not None:
+        rows += [{"name": n, "family": "loyalty", "kind": "numeric", "description": _LOYALTY_DESCRIPTIONS[n]}
+                 for n in LOYALTY_FEATURES]
+    return pd.DataFrame(rows)
+
+
+def _loyalty_features(eng: Engine, tables: frozenset[str], t: pd.Timestamp) -> pd.DataFrame | None:
+    fn = loyalty_state_fn()
+    if fn is None:
+        return None
+    lit = sql_literal_timestamp(t)
+    orders = eng.run(Plan((), f"SELECT * FROM orders WHERE ordered_at < {lit}"))
+    events = eng.run(Plan((), f"SELECT * FROM events WHERE occurred_at < {lit}")) if "events" in tables else None
+    members = (eng.run(Plan((), f"SELECT * FROM members WHERE joined_at IS NULL OR joined_at < {lit}"))
+               if "members" in tables else None)
+    state = fn(orders, events, members, t)
+    missing = [c for c in LOYALTY_FEATURES if c not in state.columns]
+    if missing:
+        raise ValueError(f"loyalty.batch.member_state returned no column(s) {missing}; got {list(state.columns)}")
+    out = state[["member_id", *LOYALTY_FEATURES]].copy()
+    out["member_id"] = out["member_id"].astype("string")
+    for c in LOYALTY_FEATURES:
+        out[c] = pd.to_numeric(out[c], errors="raise").astype("float64")
+    return out
+
+
+def compute_features(source: TableSource, as_of: object, *, engine: str | Engine = "duckdb",
+                     members: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per member known before `as_of`: member_id, then the features (see module docstring).
+
+    `source` is a Store (Parquet read in place) or a dict of contract DataFrames (orders required; members,
+    events, items optional: a missing table gives a smaller feature set). `df.attrs` records as_of, version, tables.
+    """
+    t = as_timestamp(as_of, "as_of")
+    eng, tables, owned = open_engine(source, engine, member_ids=members)
+    try:
+        df = eng.run(feature_plan(sql_literal_timestamp(t), tables))
+        loyalty = _loyalty_features(eng, tables, t)
+    finally:
+        if owned:
+            eng.close()
+    df["member_id"] = df["member_id"].astype("string")
+    for c in categorical_features(tables):
+        df[c] = df[c].astype("string")
+    if loyalty is not None:
+        df = df.merge(loyalty, on="member_id", how="left")
+    df = df.reset_index(drop=True)
+    df.attrs.update({"as_of": t.isoformat(), "feature_version": FEATURE_VERSION,
+                     "definitions": definitions_digest(tables), "tables": sorted(tables)})
+    return df
+
+
+def compute_recent_items(source: TableSource, as_of: object, *, days: int = RECENT_ITEMS_DAYS,
+                         engine: str | Engine = "duckdb", members: Sequence[str] | None = None) -> pd.DataFrame:
+    """(member_id, item_id, category, n_bought, last_bought_at): paid lines in [as_of − days, as_of)."""
+    t = as_timestamp(as_of, "as_of")
+    eng, tables, owned = open_engine(source, engine, member_ids=members)
+    try:
+        df = eng.run(recent_items_plan(sql_literal_timestamp(t), tables, days))
+    finally:
+        if owned:
+            eng.close()
+    for c in ("member_id", "item_id", "category"):
+        df[c] = df[c].astype("string")
+    return df
+
+
+__all__ = ["FEATURE_VERSION", "LOYALTY_FEATURES", "FeatureSpec", "categorical_features", "compute_features",
+           "compute_recent_items", "feature_catalog", "feature_names"]

@@ -1,0 +1,155 @@
+"""Loyalty state of every member at an as-of date, vectorised (no per-member loop): tiers, points, segments.
+
+`member_state(orders, events, members, as_of)` is what features, batch scoring and the CLI call. `evaluate()`
+returns the same frame plus the ledger entries (what the single-member path shows as a statement).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.contract import MEMBER_ID
+from loyalty.benefits import benefit_columns
+from loyalty.config import LoyaltyConfig, load_config
+from loyalty.frames import NO_TIME, Inputs, from_us, prepare
+from loyalty.points import Ledger, activity_entries, months_of, order_points, purchase_entries, run_ledger
+from loyalty.segments import DAY_US, lifecycle_segment, strategy, value_segment
+from loyalty.tiers import UNKNOWN, Qualifier
+
+STATE_COLUMNS = (
+    MEMBER_ID, "tier", "tier_rank", "tier_reason", "next_tier", "spend_to_next_tier", "orders_to_next_tier",
+    "interactions_to_next_tier", "qualifying_spend", "qualifying_orders", "points_balance", "points_earned",
+    "points_redeemed", "points_reversed", "points_expired", "points_expiring_30d", "redemptions_rejected",
+    "last_rejection_reason", "discount_rate", "points_multiplier", "priority_shipping", "dedicated_service",
+    "birthday_gift", "member_day", "value_segment", "lifecycle_segment", "strategy", "spend_12m", "orders_12m",
+    "last_order_at", "days_since_last_order", "orphan_refunds",
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    frame: pd.DataFrame
+    ledger: Ledger
+    inputs: Inputs
+
+
+def _event_types(config: LoyaltyConfig) -> set[str]:
+    types = set(config.points.activities) | {config.points.redeem_event}
+    for t in config.ladder.tiers:
+        if t.min_interactions is not None:
+            types |= set(t.interaction_types)
+    return types
+
+
+def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataFrame | None, as_of: object,
+             config: LoyaltyConfig | None = None) -> Evaluation:
+    """Replay every member's history strictly before `as_of` under `config` (default: the shipped six-tier)."""
+    cfg = config or load_config()
+    inp = prepare(orders, events, members, as_of, event_types=_event_types(cfg),
+                  category_bonus=cfg.points.category_bonus)
+    n, T = inp.n_members, inp.as_of
+    op = order_points(inp, cfg)
+    f = op.facts
+    ev = inp.events
+    q = Qualifier(cfg, f, ev["m"].to_numpy(np.int64), ev["t"].to_numpy(np.int64), ev["type"])
+
+    m_all = np.arange(n, dtype=np.int64)
+    t_all = np.full(n, T, dtype=np.int64)
+    rank = q.held(m_all, t_all)
+    gaps = q.gaps(m_all, t_all, rank)
+    q_cents, q_complete = q.spend(m_all, t_all, cfg.ladder.window)
+    q_orders = q.orders(m_all, t_all, cfg.ladder.window)
+
+    # points multiplier of each order: tier held just before it × birthday month
+    tiers = cfg.ladder.tiers
+    tier_mult = np.array([t.benefits.points_multiplier for t in tiers], dtype=np.float64)
+    mult = np.ones(len(f.m), dtype=np.float64)
+    if cfg.points.apply_tier_multiplier:
+        if np.all(tier_mult == tier_mult[0]):
+            mult *= tier_mult[0]
+        elif len(f.m):
+            mult *= tier_mult[np.maximum(q.held(f.m, f.t), 0)]
+    if cfg.points.birthday_month_multiplier != 1.0 and len(f.m):
+        bm = inp.birth_month[f.m]
+        mult = np.where((bm > 0) & (bm == months_of(f.t)), mult * cfg.points.birthday_month_multiplier, mult)
+    p_cred, p_deb = purchase_entries(op, mult, cfg)
+    a_cred, a_deb = activity_entries(inp, cfg)
+    credits = pd.concat([p_cred, a_cred], ignore_index=True)
+    debits = pd.concat([p_deb.assign(valid=True), a_deb], ignore_index=True)
+    ledger = run_ledger(credits, debits, n, T, cfg)
+
+    # segments: value over the trailing window, lifecycle by recency
+    vw = T - cfg.segments.value.window_days * DAY_US
+    in_w = f.t >= vw
+    refunded = np.zeros(len(f.m), dtype=np.int64)
+    if len(op.ev_order):
+        last = np.r_[op.ev_order[1:] != op.ev_order[:-1], True]
+        refunded[op.ev_order[last]] = op.ev_refunded[last]
+    net = np.where(in_w, f.cents - refunded, 0)
+    spend_w = np.bincount(f.m, weights=net, minlength=n).astype(np.int64)
+    alive = in_w & (f.void_t == np.iinfo(np.int64).max)
+    orders_w = np.bincount(f.m[alive], minlength=n).astype(np.int64)
+    unknown_w = np.bincount(f.m[in_w & ~f.known], minlength=n) > 0
+    value = value_segment(spend_w, ~unknown_w, orders_w, cfg)
+    last_order = np.full(n, NO_TIME, dtype=np.int64)
+    first_order = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    if len(f.m):
+        s = pd.Series(f.t).groupby(f.m)
+        last_order[s.max().index.to_numpy()] = s.max().to_numpy()
+        first_order[s.min().index.to_numpy()] = s.min().to_numpy()
+    cands = np.vstack([np.where(inp.joined == NO_TIME, np.iinfo(np.int64).max, inp.joined), first_order,
+                       np.where(inp.first_event == NO_TIME, np.iinfo(np.int64).max, inp.first_event)])
+    first_seen = cands.min(axis=0)
+    first_seen = np.where(first_seen == np.iinfo(np.int64).max, NO_TIME, first_seen)
+    life = lifecycle_segment(first_seen, last_order, T, cfg)
+
+    names = np.array([t.name for t in tiers] + [None], dtype=object)  # index -1 → None
+    nxt = np.where(rank == UNKNOWN, -1, np.where(rank + 1 < len(tiers), rank + 1, -1))
+    uses_spend = any(t.uses_spend for t in tiers)
+    reason = np.where(rank == UNKNOWN,
+                      "spend unknown: orders without amounts (use an order-count ladder for this store)",
+                      None).astype(object)
+    ben = benefit_columns(rank, cfg)
+    frame = pd.DataFrame({
+        MEMBER_ID: inp.member_ids.to_numpy(),
+        "tier": pd.array(names[rank], dtype="string"),
+        "tier_rank": pd.array(np.where(rank == UNKNOWN, 0, rank), dtype="Int64"),
+        "tier_reason": pd.array(reason, dtype="string"),
+        "next_tier": pd.array(names[nxt], dtype="string"),
+        "spend_to_next_tier": gaps["spend_to_next_tier"],
+        "orders_to_next_tier": pd.array(gaps["orders_to_next_tier"], dtype="Int64"),
+        "interactions_to_next_tier": pd.array(gaps["interactions_to_next_tier"], dtype="Int64"),
+        "qualifying_spend": np.where(q_complete, q_cents / 100.0, np.nan) if uses_spend or True else None,
+        "qualifying_orders": q_orders,
+        "points_balance": ledger.balance,
+        "points_earned": ledger.earned,
+        "points_redeemed": ledger.redeemed,
+        "points_reversed": ledger.reversed,
+        "points_expired": ledger.expired,
+        "points_expiring_30d": ledger.expiring_soon,
+        "redemptions_rejected": ledger.rejected,
+        "last_rejection_reason": pd.array(ledger.last_rejection, dtype="string"),
+        **ben,
+        "value_segment": pd.array(value, dtype="string"),
+        "lifecycle_segment": pd.array(life, dtype="string"),
+        "strategy": pd.array(strategy(value, cfg), dtype="string"),
+        "spend_12m": np.where(unknown_w, np.nan, spend_w / 100.0),
+        "orders_12m": orders_w,
+        "last_order_at": from_us(last_order).to_numpy(),
+        "days_since_last_order": np.where(last_order == NO_TIME, np.nan,
+                                          (T - np.where(last_order == NO_TIME, T, last_order)) / DAY_US),
+        "orphan_refunds": op.orphan_refunds,
+    })
+    frame.loc[rank == UNKNOWN, "tier_rank"] = pd.NA
+    # the "_to_next" orders/interactions are not applicable (NA) for the top tier and unknown tiers
+    na_next = nxt == -1
+    frame.loc[na_next, ["orders_to_next_tier", "interactions_to_next_tier"]] = pd.NA
+    return Evaluation(frame=frame[list(STATE_COLUMNS)], ledger=ledger, inputs=inp)
+
+
+def member_state(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataFrame | None, as_of: object,
+                 config: LoyaltyConfig | None = None) -> pd.DataFrame:
+    """One row per member (every member in orders/events/members before `as_of`), sorted by member_id."""
+    return evaluate(orders, events, members, as_of, config).frame

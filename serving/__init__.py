@@ -1,0 +1,1 @@
+"""Online scoring (BentoML service, request/response schemas, model loading, online features) and batch scoring."""

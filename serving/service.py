@@ -1,0 +1,174 @@
+"""The online scoring service (DESIGN §7): one member in milliseconds, with tier, points, benefits and predictions.
+
+`bentoml serve` (see bentofile.yaml / `make serve`) loads this module; the service instance is built once per worker:
+it reads the serving config (serving/serving.yaml + environment), loads every `champion` model once
+(serving/models.py), opens the online feature table and the loyalty rules, and answers:
+
+- POST /score      member_id (online features) or an inline history (features computed by the batch definitions)
+- POST /recommend  top-N items with reasons, optional excluded categories
+- POST /quote      a cart → price after the tier discount and the points it earns
+- POST /tier       loyalty rules only, from a history
+- POST /echo       the latency floor of this same service (benchmarks)
+- GET /healthz /livez, /readyz (ready only when every configured model is loaded), /metrics (Prometheus)
+
+Errors: invalid input → 400 naming the field (BentoML's pydantic validation, or ours: `{"error", "field"}`); unknown
+member → 404; too large → 413; missing/invalid token → 401.
+
+Latency settings (what each bought: benchmarks/results/serving.json, notes.ablation): BentoML's access log is off
+(it also logs client addresses; serving/middleware.py logs without personal data), tracing is excluded for every path
+(set `tracing.excluded_urls` through BENTOML_CONFIG_OVERRIDES together with an exporter to trace), the request timeout
+is 10 s and its per-request timer is cancelled (serving/runtime.py), and the start-up heap is frozen out of GC.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import bentoml
+from pydantic import BaseModel, Field
+from starlette.responses import JSONResponse
+
+from serving.config import load_serving_config
+from serving.middleware import BearerAuthMiddleware, BodyLimitMiddleware, RequestLogMiddleware
+from serving.runtime import fix_timeout_timer_leak, freeze_startup_heap, quiet_validation_logs
+from serving.schemas import (QuoteRequest, QuoteResponse, RecommendRequest, RecommendResponse, ScoreRequest,
+                             ScoreResponse, TierRequest, TierResponse)
+from serving.scoring import RequestError, Scorer
+
+log = logging.getLogger("member_ml.serving")
+
+SERVICE_NAME = "member_scoring"
+
+
+class EchoResponse(BaseModel):
+    member_id: str
+
+
+def build_scorer() -> Scorer:
+    """Load everything a worker needs, once: config, loyalty rules, champion models, online lookup, item catalogue."""
+    from loyalty.config import load_config
+
+    from serving.models import load_models
+    from serving.online import open_lookup
+
+    cfg = load_serving_config()
+    loyalty_cfg = load_config(cfg.resolve(cfg.loyalty_config)) if cfg.loyalty_config else load_config()
+    models = load_models(cfg.models, cfg.alias, cfg.tracking_uri)
+    online, online_error = None, None
+    table = cfg.resolve(cfg.online_table)
+    store = cfg.resolve(cfg.store)
+    if table is not None and table.exists():
+        try:
+            online = open_lookup(table, store, loyalty_cfg)
+        except Exception as e:  # a broken table must not stop the inline-history endpoints
+            log.exception("online table %s could not be opened", table)
+            online_error = f"online table {table} could not be opened: {type(e).__name__}: {e}"
+    else:
+        online_error = f"online feature table {table} does not exist (build it with `member-ml online build`)"
+        log.warning(online_error)
+    items = None
+    if store is not None and (store / "items.parquet").exists():
+        from features.store import Store
+
+        items = Store(store).read_optional("items")
+    return Scorer(cfg, loyalty_cfg, models, online, online_error, items)
+
+
+def _error(e: RequestError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+@bentoml.service(
+    name=SERVICE_NAME,
+    workers=1,
+    traffic={"timeout": 10},
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/"]},
+)
+class MemberScoring:
+    """Member intelligence online: loyalty rules + champion models, one endpoint per question."""
+
+    def __init__(self) -> None:
+        t0 = time.perf_counter()
+        quiet_validation_logs()
+        self.scorer = build_scorer()
+        cfg = self.scorer.config
+        self.timer_fix = "timer_leak" in cfg.runtime_fixes and fix_timeout_timer_leak()
+        if "freeze_heap" in cfg.runtime_fixes:
+            freeze_startup_heap()
+        log.info("member_scoring ready in %.1f s: models %s, unavailable %s", time.perf_counter() - t0,
+                 self.scorer.models.versions, sorted(self.scorer.models.unavailable))
+
+    def __is_ready__(self) -> bool:
+        """Ready only when every configured model is loaded (rules-only endpoints answer before that)."""
+        return self.scorer.models.all_loaded
+
+    @bentoml.api(route="/score", input_spec=ScoreRequest)
+    async def score(self, **req: Any) -> ScoreResponse:
+        """Tier, points, benefits, segments, churn with reasons, LTV, next purchase and recommendations for one
+        member, by member_id (online features) or by inline history; with the model versions used."""
+        r = ScoreRequest.model_construct(**req)
+        try:
+            if r.history is not None:
+                return await _in_thread(self.scorer.score, r)
+            return self.scorer.score(r)
+        except RequestError as e:
+            return _error(e)
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    async def recommend(self, **req: Any) -> RecommendResponse:
+        """Top-N items for a member (by id or inline history) with a reason each; categories can be excluded."""
+        r = RecommendRequest.model_construct(**req)
+        try:
+            return self.scorer.recommend(r)
+        except RequestError as e:
+            return _error(e)
+
+    @bentoml.api(route="/quote", input_spec=QuoteRequest)
+    async def quote(self, **req: Any) -> QuoteResponse:
+        """Price a cart after the member's tier discount and the points it will earn (rules only)."""
+        r = QuoteRequest.model_construct(**req)
+        try:
+            return self.scorer.quote(r)
+        except RequestError as e:
+            return _error(e)
+
+    @bentoml.api(route="/tier", input_spec=TierRequest)
+    async def tier(self, **req: Any) -> TierResponse:
+        """Tier, next tier and spend still needed, benefits, points and segments from a history (rules only)."""
+        r = TierRequest.model_construct(**req)
+        try:
+            return self.scorer.tier(r)
+        except RequestError as e:
+            return _error(e)
+
+    @bentoml.api(route="/echo")
+    async def echo(self, member_id: str = Field(min_length=1, max_length=128)) -> EchoResponse:
+        """Return the member_id unchanged: the floor of this service's latency (parsing, routing, middlewares)."""
+        return EchoResponse(member_id=member_id)
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    """Inline histories run DuckDB (which releases the GIL) off the event loop, so id lookups keep flowing."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(fn, *args)
+
+
+class EdgeMiddleware:
+    """Our request edge, built from the serving config when the worker's app starts (not at import):
+    request log (no personal data) → bearer token (when configured) → body-size limit → BentoML's handlers."""
+
+    def __init__(self, app: Any) -> None:
+        cfg = load_serving_config()
+        inner = BodyLimitMiddleware(app, max_bytes=cfg.max_body_bytes)
+        if cfg.token:
+            inner = BearerAuthMiddleware(inner, token=cfg.token)
+        self.app = RequestLogMiddleware(inner)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+MemberScoring.add_asgi_middleware(EdgeMiddleware)

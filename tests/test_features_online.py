@@ -1,0 +1,71 @@
+"""The online feature table: atomic materialization, lookups, recent items, and the CLI commands."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.online import OnlineFeatureTable, materialize
+from features.pipeline import compute_features, compute_recent_items
+from member_ml.cli import app
+from tests.fixtures_features import make_tables, write_store
+
+AS_OF = "2022-10-01"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_store(tmp_path_factory.mktemp("online") / "store", make_tables(50, 3))
+
+
+def test_lookups_match_compute_features(store, tmp_path) -> None:
+    path = materialize(store, AS_OF, tmp_path / "o" / "online.duckdb")
+    assert [p.name for p in path.parent.iterdir()] == ["online.duckdb"]  # no temporary leftovers
+    tbl = OnlineFeatureTable(path)
+    feats = compute_features(store, AS_OF)
+    assert len(tbl) == len(feats) and tbl.feature_names == list(feats.columns[1:])
+    m = feats.member_id.iloc[3]
+    got = tbl.get(m)
+    assert got["member_id"] == m and got["orders_lifetime"] == feats.orders_lifetime.iloc[3]
+    assert all(v is None or isinstance(v, (str, float)) for v in got.values())
+    assert tbl.get("nobody") is None and "nobody" not in tbl and m in tbl
+    many = tbl.get_many([feats.member_id.iloc[5], "nobody", feats.member_id.iloc[1]])
+    assert list(many.member_id) == [feats.member_id.iloc[5], feats.member_id.iloc[1]]
+    items = compute_recent_items(store, AS_OF)
+    mine = tbl.recent_items(m)
+    pd.testing.assert_frame_equal(mine, items[items.member_id == m].reset_index(drop=True))
+    assert tbl.recent_items("nobody").empty and list(tbl.recent_items("nobody").columns) == list(items.columns)
+    assert tbl.meta["fingerprint"] == store.fingerprint() and tbl.as_of == pd.Timestamp(AS_OF)
+
+
+def test_missing_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="online build"):
+        OnlineFeatureTable(tmp_path / "absent.duckdb")
+
+
+def test_cli_features_and_online_build(store, tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "f.parquet"
+    r = runner.invoke(app, ["features", "--store", str(store.path), "--as-of", AS_OF, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(out)
+    manifest = json.loads((tmp_path / "f.manifest.json").read_text())
+    assert manifest["rows"] == len(df) and manifest["features"] == list(df.columns[1:])
+    pd.testing.assert_frame_equal(df, compute_features(store, AS_OF), check_exact=False, rtol=1e-12)
+    r = runner.invoke(app, ["online", "build", "--store", str(store.path), "--as-of", AS_OF,
+                            "--out", str(tmp_path / "on.duckdb")])
+    assert r.exit_code == 0, r.output
+    assert len(OnlineFeatureTable(tmp_path / "on.duckdb")) == len(df)
+    r = runner.invoke(app, ["training-set", "--store", str(store.path), "--start", "2022-04-01", "--end",
+                            "2022-06-01", "--ltv-horizon", "60", "--out", str(tmp_path / "ts.parquet")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "ts.manifest.json").exists()
+
+
+def test_cli_errors_are_clear(tmp_path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(app, ["features", "--store", str(tmp_path / "nope"), "--as-of", AS_OF, "--out",
+                            str(tmp_path / "f.parquet")])
+    assert r.exit_code == 2 and "does not exist" in " ".join(r.output.split())

@@ -1,0 +1,165 @@
+"""Feature values on hand-made histories, feature sets by present tables, null monetary data, the Store path."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.pipeline import (FEATURE_VERSION, categorical_features, compute_features, compute_recent_items,
+                               feature_catalog, feature_names)
+from tests.fixtures_features import make_tables, write_store
+
+T = pd.Timestamp("2023-01-01")
+
+
+def _line(order_id, member, when, amount, *, item="i1", category="美妆", status="paid", quantity=1.0,
+          discount=0.0, coupon=False):
+    return dict(order_id=order_id, member_id=member, ordered_at=pd.Timestamp(when), amount=amount, item_id=item,
+                category=category, quantity=quantity, discount=discount, coupon_used=coupon, status=status)
+
+
+def hand_tables() -> dict[str, pd.DataFrame]:
+    orders = pd.DataFrame([
+        # member a: orders on 2022-06-01 (2 lines), 2022-10-01, 2022-12-22 20:00; one refund; one line after T
+        _line("o1", "a", "2022-06-01 10:00", 100.0, category="美妆", quantity=2, discount=10.0, coupon=True),
+        _line("o1", "a", "2022-06-01 10:00", 50.0, item="i2", category="食品"),
+        _line("o2", "a", "2022-10-01 10:00", 80.0, item="i3", category="美妆"),
+        _line("o2", "a", "2022-12-15 09:00", 30.0, item="i3", category="美妆", status="refunded"),
+        _line("o3", "a", "2022-12-22 20:00", 20.0, item="i1", category="美妆", discount=5.0),
+        _line("o9", "a", "2023-01-01 00:00", 999.0),  # exactly at T: excluded
+        # member b: a single order long ago
+        _line("o4", "b", "2021-01-01 12:00", 10.0, category=None, item="i9"),
+        # member c: only after T: not in the population
+        _line("o5", "c", "2023-02-01", 10.0),
+    ])
+    members = pd.DataFrame({
+        "member_id": ["a", "b", "d", "e"],
+        "joined_at": pd.to_datetime(["2022-01-01", None, "2022-05-01", "2023-03-01"]),
+        "birthday": pd.to_datetime(["1990-01-11", None, None, None]),
+        "gender": ["F", "M", "U", "F"], "age": [None, 40.0, 30.0, 22.0],
+        "region": ["浙江", "广东", None, "上海"], "channel": ["app", "web", "app", "app"],
+        "marketing_consent": [True, False, True, True],
+    })
+    events = pd.DataFrame({
+        "member_id": ["a", "a", "a", "d", "a"],
+        "occurred_at": pd.to_datetime(["2022-12-30", "2022-11-01", "2022-12-31 23:59:59", "2022-12-01", "2023-01-02"], format="ISO8601"),
+        "type": ["view", "view", "checkin", "login", "view"],
+    })
+    items = pd.DataFrame({"item_id": ["i9"], "category": ["数码"]})
+    return {"orders": orders, "members": members, "events": events, "items": items}
+
+
+def test_hand_computed_values() -> None:
+    df = compute_features(hand_tables(), T).set_index("member_id")
+    assert list(df.index) == ["a", "b", "d"]  # c only after T, e joined after T
+    a = df.loc["a"]
+    assert a.orders_lifetime == 3 and a.orders_30d == 1 and a.orders_90d == 1 and a.orders_180d == 2 and a.orders_365d == 3
+    assert a.spend_lifetime == pytest.approx(150 + 80 + 20 - 30)
+    assert a.spend_30d == pytest.approx(20 - 30)  # the refund row falls in the last 30 days
+    assert a.spend_90d == pytest.approx(20 - 30) and a.spend_180d == pytest.approx(80 + 20 - 30)
+    assert a.recency_days == pytest.approx(9 + 4 / 24)  # 2022-12-22 20:00 → 2023-01-01
+    gaps = [122.0, 82 + 10 / 24]  # 06-01→10-01, 10-01 10:00→12-22 20:00
+    assert a.gap_mean_days == pytest.approx(np.mean(gaps))
+    assert a.gap_std_days == pytest.approx(np.std(gaps, ddof=1))
+    assert a.gap_last_days == pytest.approx(gaps[-1])
+    assert a.recency_over_gap == pytest.approx(a.recency_days / np.mean(gaps))
+    assert a.tenure_days == pytest.approx(365)
+    assert a.avg_order_value == pytest.approx(250 / 3)
+    assert a.max_order_value == pytest.approx(150)
+    assert a.items_per_order == pytest.approx(5 / 3) and a.lines_per_order == pytest.approx(4 / 3)
+    assert a.n_categories == 2 and a.top_category == "美妆"
+    p = np.array([3, 1]) / 4
+    assert a.category_entropy == pytest.approx(-(p * np.log(p)).sum())
+    assert a.top_category_share == pytest.approx(0.75)
+    assert a.discount_rate == pytest.approx(15 / 265)
+    assert a.discounted_order_share == pytest.approx(2 / 3) and a.coupon_order_share == pytest.approx(1 / 3)
+    assert a.refund_line_rate == pytest.approx(1 / 4) and a.refund_amount_rate == pytest.approx(30 / 250)
+    assert a.orders_prior_90d == 1  # [T-180d, T-90d) = [2022-07-05, 2022-10-03) holds the 2022-10-01 order
+    assert a.evening_order_share == pytest.approx(1 / 3)
+    assert a.preferred_hour == 10 and a.preferred_weekday == 2  # 2022-06-01 Wed, 2022-10-01 Sat, 12-22 Thu → tie → lowest
+    assert a.events_lifetime == 3 and a.ev_view_30d == 1 and a.ev_view_90d == 2 and a.ev_checkin_30d == 1
+    assert a.days_to_birthday == 10 and a.age == pytest.approx((T - pd.Timestamp("1990-01-11")).days / 365.25)
+    assert a.gender == "F" and a.marketing_consent == 1
+    b = df.loc["b"]
+    assert b.top_category == "数码"  # filled from the item catalogue
+    assert b.tenure_days == pytest.approx((T - pd.Timestamp("2021-01-01 12:00")).total_seconds() / 86400)
+    assert math.isnan(b.gap_mean_days) and b.marketing_consent == 0 and b.age == 40
+    d = df.loc["d"]  # registered, never ordered
+    assert d.orders_lifetime == 0 and math.isnan(d.spend_lifetime) and math.isnan(d.recency_days)
+    assert d.ev_login_90d == 1 and d.tenure_days == pytest.approx(245)
+
+
+def test_prior_window_counts() -> None:
+    tables = hand_tables()
+    # T-180d = 2022-07-05, T-90d = 2022-10-03: the 2022-10-01 order is in the prior window
+    df = compute_features(tables, T).set_index("member_id")
+    assert df.loc["a", "orders_prior_90d"] == 1
+    assert df.loc["a", "orders_trend"] == pytest.approx((1 - 1) / 2)
+
+
+def test_columns_match_feature_names_and_catalog() -> None:
+    df = compute_features(hand_tables(), T)
+    assert list(df.columns) == ["member_id", *feature_names()]
+    cats = categorical_features()
+    assert set(cats) == {"top_category", "gender", "region", "channel"}
+    for c in df.columns[1:]:
+        assert (df[c].dtype == "string") == (c in cats), c
+        if c not in cats:
+            assert df[c].dtype == "float64", c
+    cat = feature_catalog()
+    assert list(cat["name"]) == feature_names() and cat["description"].str.len().min() > 5
+    assert df.attrs["feature_version"] == FEATURE_VERSION
+
+
+@pytest.mark.parametrize("present", [("orders",), ("orders", "events"), ("orders", "members"), ("orders", "items")])
+def test_missing_optional_tables_give_smaller_set(present) -> None:
+    tables = {k: v for k, v in hand_tables().items() if k in present}
+    df = compute_features(tables, T)
+    assert list(df.columns) == ["member_id", *feature_names(present)]
+    assert len(feature_names(present)) < len(feature_names())
+    assert ("ev_view_30d" in df.columns) == ("events" in present)
+    assert ("gender" in df.columns) == ("members" in present)
+    assert df.loc[df.member_id == "a", "orders_lifetime"].item() == 3
+
+
+def test_null_amounts_give_null_monetary_not_zero() -> None:
+    tables = make_tables(20, 4, null_amounts=True)
+    df = compute_features(tables, "2022-08-01")
+    buyers = df[df.orders_lifetime > 0]
+    assert len(buyers) > 5
+    for c in ("spend_lifetime", "spend_30d", "avg_order_value", "discount_rate", "spend_trend"):
+        assert buyers[c].isna().all(), c
+    assert buyers["orders_90d"].notna().all() and buyers["gap_mean_days"].notna().any()
+
+
+def test_store_and_frames_agree_and_members_filter(tmp_path) -> None:
+    tables = make_tables(50, 2)
+    store = write_store(tmp_path / "s", tables)
+    a = compute_features(store, "2022-09-10 08:00")
+    b = compute_features(tables, "2022-09-10 08:00")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)
+    few = ["m0003", "m0010", "nobody"]
+    c = compute_features(store, "2022-09-10 08:00", members=few)
+    assert list(c.member_id) == ["m0003", "m0010"]
+    pd.testing.assert_frame_equal(c, a[a.member_id.isin(few)].reset_index(drop=True), check_exact=False, rtol=1e-9)
+
+
+def test_recent_items() -> None:
+    items = compute_recent_items(hand_tables(), T)
+    got = {(r.member_id, r.item_id): (r.n_bought, r.category) for r in items.itertuples()}
+    # member b's 2021 order is older than 365 days; the refund row is not a purchase; the T row is excluded
+    assert got == {("a", "i1"): (2, "美妆"), ("a", "i2"): (1, "食品"), ("a", "i3"): (1, "美妆")}
+    assert items.loc[items.item_id == "i1", "last_bought_at"].item() == pd.Timestamp("2022-12-22 20:00")
+
+
+def test_bad_inputs_named() -> None:
+    with pytest.raises(ValueError, match="as_of"):
+        compute_features(hand_tables(), "yesterday-ish")
+    bad = hand_tables()
+    bad["orders"] = bad["orders"].drop(columns=["ordered_at"])
+    with pytest.raises(ValueError, match="ordered_at"):
+        compute_features(bad, T)
+    with pytest.raises(ValueError, match="orders"):
+        compute_features({"members": hand_tables()["members"]}, T)

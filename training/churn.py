@@ -1,0 +1,197 @@
+"""Churn trainer: LightGBM on stacked monthly cutoffs, early stopping on a later validation cutoff, calibrated on
+rows the booster never saw, reason codes from `pred_contrib` (DESIGN §5).
+
+Validation members are split in two halves by a hash of their id: one half early-stops the booster, the other fits
+the calibration (Platt by default: it keeps the ranking, so AUC is the booster's own).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.contract import MEMBER_ID
+from features.labels import LABEL_COLUMNS
+from features.store import Store
+from member_ml.settings import Settings
+from training import backtest, baselines, metrics as M, plots
+from training.calibration import fit_calibrator
+from training.config import load_config as _load_config
+from training.evaluation import Evaluation, compare
+from training.member_pyfunc.churn import ChurnModel
+from training.member_pyfunc.matrix import FeatureSpec
+from training.registry import ModelSpec
+from training.trainers import TrainOutcome
+
+LABEL = "churn"
+NON_FEATURES = frozenset({MEMBER_ID, "cutoff", *LABEL_COLUMNS})
+ENTRY = "member_pyfunc.churn:ChurnModel"
+
+
+class ChurnConfig(BaseModel):
+    """Churn trainer settings (YAML keys of `member-ml train churn --config`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_days: int = Field(90, gt=0)
+    max_train_cutoffs: int = Field(12, gt=0)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(7, ge=2)
+    min_data_in_leaf: int = Field(40, ge=1)
+    feature_fraction: float = Field(0.7, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    lambda_l2: float = Field(5.0, ge=0)
+    num_boost_round: int = Field(2000, ge=1)
+    early_stopping_rounds: int = Field(100, ge=1)
+    calibration: Literal["platt", "isotonic"] = "platt"
+    exclude_features: list[str] = Field(default_factory=list)
+    seed: int = 7
+    num_threads: int = Field(1, ge=0)  # 1: OpenMP threads stall when the 2 cores are shared (0 = all cores)
+    n_boot: int = Field(1000, ge=50)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> ChurnConfig:
+    """Defaults, then the YAML file's keys, then non-None overrides."""
+    return _load_config(ChurnConfig, path, **overrides)
+
+
+def score(model: Any, backtest_set: dict[str, pd.DataFrame]) -> float:
+    """The promotion gate's metric: AUC of the model's churn probability on the backtest's `test` frame."""
+    test = backtest_set["test"]
+    p = model.predict(None, test, params={"reasons": False})["churn_probability"].to_numpy()
+    return M.auc(test[LABEL].to_numpy(), p)
+
+
+SPEC = ModelSpec(name="churn", primary_metric="auc", scorer=score, greater_is_better=True)
+
+
+def _halves(ids: pd.Series) -> np.ndarray:
+    """A stable 50/50 split of members by a hash of their id (True = early-stopping half)."""
+    return (pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy() % 2) == 0
+
+
+def lgb_params(cfg: ChurnConfig) -> dict[str, Any]:
+    return {"objective": "binary", "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
+            "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
+            "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1, "lambda_l2": cfg.lambda_l2,
+            "seed": cfg.seed, "verbose": -1, "num_threads": cfg.num_threads, "deterministic": True, "force_row_wise": True,
+            "cat_smooth": 50.0, "min_data_per_group": 100}
+
+
+def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: ChurnConfig) -> tuple[ChurnModel, dict[str, Any]]:
+    """Fit the booster on `train`, early-stop on half of `valid`, calibrate on the other half."""
+    import lightgbm as lgb
+
+    for name, df in (("training", train), ("validation", valid)):
+        if df[LABEL].nunique() < 2:
+            raise ValueError(f"{name} rows have a single churn class ({df[LABEL].iloc[0] if len(df) else 'none'}); "
+                             "need churners and non-churners (more members or cutoffs)")
+    spec = FeatureSpec.from_frame(train, exclude=NON_FEATURES | set(cfg.exclude_features))
+    es = _halves(valid[MEMBER_ID])
+    x_tr = spec.matrix(train)
+    x_va = spec.matrix(valid)
+    cat = spec.categorical_indices or "auto"
+    d_tr = lgb.Dataset(x_tr, train[LABEL].to_numpy(float), feature_name=spec.columns, categorical_feature=cat,
+                       free_raw_data=False)
+    d_es = lgb.Dataset(x_va[es], valid[LABEL].to_numpy(float)[es], reference=d_tr)
+    booster = lgb.train(lgb_params(cfg), d_tr, num_boost_round=cfg.num_boost_round, valid_sets=[d_es],
+                        valid_names=["validation"],
+                        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
+    booster = booster if booster.best_iteration <= 0 else _truncate(booster)
+    cal_margin = booster.predict(x_va[~es], raw_score=True)
+    calibrator = fit_calibrator(cal_margin, valid[LABEL].to_numpy(float)[~es], cfg.calibration)
+    model = ChurnModel(booster, spec, calibrator)
+    info = {"best_iteration": booster.current_iteration(), "train_rows": len(train),
+            "early_stopping_rows": int(es.sum()), "calibration_rows": int((~es).sum()),
+            "features": len(spec.columns)}
+    return model, info
+
+
+def _truncate(booster: Any) -> Any:
+    """Keep only the trees up to the best iteration (so every consumer predicts the early-stopped model)."""
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+
+
+def importance(model: ChurnModel) -> pd.Series:
+    return pd.Series(model.booster.feature_importance("gain"), index=model.spec.columns)
+
+
+def _baseline_scores(store: Store, data: backtest.BacktestData, with_bgnbd: bool, notes: list[str],
+                     progress: Any = None) -> dict[str, np.ndarray]:
+    scores = {"recency": data.test["recency_days"].to_numpy(float)}
+    if not with_bgnbd:
+        return scores
+    if not baselines.has_pymc_marketing():
+        notes.append(baselines.BGNBD_HINT)
+        return scores
+    task = progress.add_task("BG/NBD baseline (pymc-marketing, MAP)", total=None) if progress else None
+    orders = baselines.read_orders(store, data.test_cutoff)
+    exp = baselines.bgnbd_expectations(orders, data.test_cutoff, data.horizon_days, data.test[MEMBER_ID])
+    scores["bgnbd"] = -exp["expected_purchases"].to_numpy()  # fewer expected purchases = more likely to churn
+    if task is not None:
+        progress.update(task, completed=1, total=1)
+    return scores
+
+
+def run_backtest(store: Store, *, cutoff: Any, cfg: ChurnConfig, with_bgnbd: bool, progress: Any = None
+                 ) -> tuple[Evaluation, ChurnModel, backtest.BacktestData, dict[str, np.ndarray]]:
+    """Fit on cutoffs before `cutoff`, test at `cutoff`; return the evaluation, model, data and all scores."""
+    split = backtest.plan(store, cutoff, cfg.horizon_days, cfg.max_train_cutoffs)
+    n_cuts = len(split.train) + 2
+    task = progress.add_task("features + labels per cutoff", total=n_cuts) if progress else None
+    data = backtest.load(store, cutoff, cfg.horizon_days, max_train_cutoffs=cfg.max_train_cutoffs,
+                         progress=(lambda _c: progress.advance(task)) if progress else None)
+    fit_task = progress.add_task("LightGBM churn model", total=None) if progress else None
+    model, info = fit(data.train, data.valid, cfg)
+    if progress:
+        progress.update(fit_task, completed=1, total=1)
+    notes: list[str] = []
+    base = _baseline_scores(store, data, with_bgnbd, notes, progress)
+    p = model.predict_proba(data.test)
+    y = data.test[LABEL].to_numpy(float)
+    split_info = {**data.describe(), "churn_rate": round(float(y.mean()), 4)}
+    ev = compare("churn", y, p, base, M.CLASSIFICATION, "auc", split_info,
+                 scale_free_baselines=frozenset(base), n_boot=cfg.n_boot, seed=cfg.seed)
+    ev.notes.extend(notes)
+    ev.extra["fit"] = info
+    return ev, model, data, {"model": p, **base}
+
+
+def evaluate(store: Store, *, cutoff: Any, horizon: int | None = None, config: Any = None, baselines: bool = True,
+             progress: Any = None) -> Evaluation:
+    """Backtest at `cutoff` (see `training.trainers`)."""
+    cfg = load_config(config, horizon_days=horizon)
+    ev, *_ = run_backtest(store, cutoff=cutoff, cfg=cfg, with_bgnbd=baselines, progress=progress)
+    return ev
+
+
+def figures(y: np.ndarray, scores: dict[str, np.ndarray], model: ChurnModel) -> dict[str, Any]:
+    ranked = {k: v for k, v in scores.items()}
+    return {"roc": plots.roc(y, ranked), "precision_recall": plots.precision_recall(y, ranked),
+            "calibration": plots.calibration(y, {"model": scores["model"]}), "gain": plots.gain(y, ranked),
+            "lift": plots.lift(y, ranked), "feature_importance": plots.feature_importance(importance(model))}
+
+
+def train(store: Store, *, settings: Settings, cutoff: Any = None, horizon: int | None = None, config: Any = None,
+          promote: bool = True, progress: Any = None, with_bgnbd: bool = False) -> TrainOutcome:
+    """Backtest at `cutoff` (default: the latest month start with a full label window), log, register, gate."""
+    from training.runlog import record_run
+
+    cfg = load_config(config, horizon_days=horizon)
+    t = pd.Timestamp(cutoff) if cutoff is not None else backtest.default_cutoff(store, cfg.horizon_days)
+    ev, model, data, scores = run_backtest(store, cutoff=t, cfg=cfg, with_bgnbd=with_bgnbd, progress=progress)
+    y = data.test[LABEL].to_numpy(float)
+    cols = [MEMBER_ID, *model.spec.columns]
+    return record_run(
+        spec=SPEC, settings=settings, store=store, model=model, entry=ENTRY,
+        params={**cfg.model_dump(), **ev.extra["fit"], "test_cutoff": t.date().isoformat()},
+        metrics=ev.model, baselines=ev.baselines, figures=figures(y, scores, model),
+        manifest=data.manifest, manifest_frame=data.manifest_frame(LABEL), label=LABEL,
+        backtest={"test": data.test[[*cols, LABEL]]}, input_example=data.test[cols].head(5),
+        cutoffs=[*data.split.train, data.split.validation, t], horizon_days=cfg.horizon_days, promote=promote,
+        notes=ev.notes)

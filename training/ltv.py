@@ -1,0 +1,205 @@
+"""LTV trainer: expected paid spend over the horizon with LightGBM (DESIGN §5), never negative.
+
+Two learners are fitted on the same stacked cutoffs and early-stopped on the validation cutoff:
+- "tweedie": one booster with a Tweedie objective (handles the mass of zero spenders and the long tail at once);
+- "two_part": P(buy) (binary) × spend given a purchase (Gamma objective, fitted on buyers only).
+`kind: auto` (default) keeps the one with the higher normalized Gini on the validation cutoff (rows neither booster
+trained on) and records both scores, so the choice is made by backtest, not by taste.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.contract import MEMBER_ID
+from features.labels import LABEL_COLUMNS
+from features.store import Store
+from member_ml.settings import Settings
+from training import backtest, baselines, metrics as M, plots
+from training.config import load_config as _load_config
+from training.evaluation import Evaluation, compare
+from training.member_pyfunc.ltv import LtvModel
+from training.member_pyfunc.matrix import FeatureSpec
+from training.registry import ModelSpec
+from training.trainers import TrainOutcome
+
+LABEL = "ltv"
+NON_FEATURES = frozenset({MEMBER_ID, "cutoff", *LABEL_COLUMNS})
+ENTRY = "member_pyfunc.ltv:LtvModel"
+
+
+class LtvConfig(BaseModel):
+    """LTV trainer settings (YAML keys of `member-ml train ltv --config`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_days: int = Field(365, gt=0)
+    kind: Literal["auto", "tweedie", "two_part"] = "auto"
+    max_train_cutoffs: int = Field(12, gt=0)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(15, ge=2)
+    min_data_in_leaf: int = Field(40, ge=1)
+    feature_fraction: float = Field(0.7, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    lambda_l2: float = Field(5.0, ge=0)
+    tweedie_variance_power: float = Field(1.3, gt=1, lt=2)
+    num_boost_round: int = Field(2000, ge=1)
+    early_stopping_rounds: int = Field(100, ge=1)
+    exclude_features: list[str] = Field(default_factory=list)
+    seed: int = 7
+    num_threads: int = Field(1, ge=0)  # 1: OpenMP threads stall when the 2 cores are shared (0 = all cores)
+    n_boot: int = Field(1000, ge=50)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> LtvConfig:
+    return _load_config(LtvConfig, path, **overrides)
+
+
+def score(model: Any, backtest_set: dict[str, pd.DataFrame]) -> float:
+    """The promotion gate's metric: normalized Gini of predicted LTV on the backtest's `test` frame."""
+    test = backtest_set["test"]
+    return M.gini(test[LABEL].to_numpy(float), model.predict(None, test)["ltv"].to_numpy())
+
+
+SPEC = ModelSpec(name="ltv", primary_metric="gini", scorer=score, greater_is_better=True)
+
+
+def _params(cfg: LtvConfig, objective: str) -> dict[str, Any]:
+    p = {"objective": objective, "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
+         "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
+         "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1, "lambda_l2": cfg.lambda_l2, "seed": cfg.seed,
+         "verbose": -1, "num_threads": cfg.num_threads, "deterministic": True, "force_row_wise": True,
+         "cat_smooth": 50.0, "min_data_per_group": 100}
+    if objective == "tweedie":
+        p["tweedie_variance_power"] = cfg.tweedie_variance_power
+    return p
+
+
+def _boost(cfg: LtvConfig, objective: str, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+           spec: FeatureSpec, metric: str) -> Any:
+    import lightgbm as lgb
+
+    params = {**_params(cfg, objective), "metric": metric}
+    d = lgb.Dataset(x, y, feature_name=spec.columns, categorical_feature=spec.categorical_indices or "auto",
+                    free_raw_data=False)
+    dv = lgb.Dataset(xv, yv, reference=d)
+    b = lgb.train(params, d, num_boost_round=cfg.num_boost_round, valid_sets=[dv], valid_names=["validation"],
+                  callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
+    return lgb.Booster(model_str=b.model_to_string(num_iteration=b.best_iteration if b.best_iteration > 0 else None))
+
+
+def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: LtvConfig) -> tuple[LtvModel, dict[str, Any]]:
+    """Fit the configured learner(s); with kind=auto keep the better by validation Gini."""
+    for name, df in (("training", train), ("validation", valid)):
+        if df[LABEL].isna().all():
+            raise ValueError(f"{name} rows have no LTV labels (does the store have order amounts?)")
+        if (df[LABEL].fillna(0) > 0).sum() < 2:
+            raise ValueError(f"{name} rows have fewer than two members with spend in the horizon")
+    train = train[train[LABEL].notna()]
+    valid = valid[valid[LABEL].notna()]
+    spec = FeatureSpec.from_frame(train, exclude=NON_FEATURES | set(cfg.exclude_features))
+    x, xv = spec.matrix(train), spec.matrix(valid)
+    y, yv = train[LABEL].to_numpy(float).clip(0), valid[LABEL].to_numpy(float).clip(0)
+    candidates: dict[str, LtvModel] = {}
+    if cfg.kind in ("auto", "tweedie"):
+        b = _boost(cfg, "tweedie", x, y, xv, yv, spec, "tweedie")
+        candidates["tweedie"] = LtvModel("tweedie", {"value": b}, spec, cfg.horizon_days)
+    if cfg.kind in ("auto", "two_part"):
+        buy = _boost(cfg, "binary", x, (y > 0).astype(float), xv, (yv > 0).astype(float), spec, "binary_logloss")
+        pos, posv = y > 0, yv > 0
+        spend = _boost(cfg, "gamma", x[pos], y[pos], xv[posv], yv[posv], spec, "gamma")
+        candidates["two_part"] = LtvModel("two_part", {"buy": buy, "spend": spend}, spec, cfg.horizon_days)
+    val_gini = {k: M.gini(yv, m.predict_value(valid)) for k, m in candidates.items()}
+    kind = max(val_gini, key=val_gini.get)
+    model = candidates[kind]
+    info = {"kind": kind, "train_rows": len(train), "validation_rows": len(valid), "features": len(spec.columns),
+            **{f"validation_gini_{k}": round(v, 4) for k, v in val_gini.items()},
+            **{f"trees_{p}": b.num_trees() for p, b in model.boosters.items()}}
+    return model, info
+
+
+def importance(model: LtvModel) -> pd.Series:
+    total = sum(b.feature_importance("gain") for b in model.boosters.values())
+    return pd.Series(total, index=model.spec.columns)
+
+
+def _baseline_scores(store: Store, data: backtest.BacktestData, with_bgnbd: bool, notes: list[str],
+                     progress: Any = None) -> dict[str, np.ndarray]:
+    orders = baselines.read_orders(store, data.test_cutoff)
+    h = data.horizon_days
+    scores = {f"last_{h}d_spend": baselines.recent_spend(orders, data.test_cutoff, h, data.test[MEMBER_ID])}
+    if not with_bgnbd:
+        return scores
+    if not baselines.has_pymc_marketing():
+        notes.append(baselines.BGNBD_HINT)
+        return scores
+    task = progress.add_task("BG/NBD + Gamma-Gamma baseline (pymc-marketing, MAP)", total=None) if progress else None
+    exp = baselines.bgnbd_expectations(orders, data.test_cutoff, h, data.test[MEMBER_ID])
+    scores["bgnbd_gg"] = exp["expected_spend"].to_numpy()
+    if task is not None:
+        progress.update(task, completed=1, total=1)
+    return scores
+
+
+def run_backtest(store: Store, *, cutoff: Any, cfg: LtvConfig, with_bgnbd: bool, progress: Any = None
+                 ) -> tuple[Evaluation, LtvModel, backtest.BacktestData, dict[str, np.ndarray]]:
+    """Fit on cutoffs before `cutoff`, test at `cutoff`; return the evaluation, model, data and all predictions."""
+    split = backtest.plan(store, cutoff, cfg.horizon_days, cfg.max_train_cutoffs)
+    task = progress.add_task("features + labels per cutoff", total=len(split.train) + 2) if progress else None
+    data = backtest.load(store, cutoff, cfg.horizon_days, max_train_cutoffs=cfg.max_train_cutoffs,
+                         progress=(lambda _c: progress.advance(task)) if progress else None)
+    if data.test[LABEL].isna().all():
+        raise ValueError("the store has no order amounts: LTV cannot be trained (churn and timing still can)")
+    fit_task = progress.add_task("LightGBM LTV models", total=None) if progress else None
+    model, info = fit(data.train, data.valid, cfg)
+    if progress:
+        progress.update(fit_task, completed=1, total=1)
+    notes: list[str] = [f"learner: {info['kind']} (validation Gini " + ", ".join(
+        f"{k.removeprefix('validation_gini_')} {v}" for k, v in info.items() if k.startswith("validation_gini_"))
+        + ")"]
+    base = _baseline_scores(store, data, with_bgnbd, notes, progress)
+    pred = model.predict_value(data.test)
+    y = data.test[LABEL].to_numpy(float)
+    split_info = {**data.describe(), "mean_ltv": round(float(y.mean()), 4),
+                  "buyers_share": round(float((y > 0).mean()), 4)}
+    ev = compare("ltv", y, pred, base, M.VALUE, "gini", split_info, n_boot=cfg.n_boot, seed=cfg.seed)
+    ev.notes.extend(notes)
+    ev.extra["fit"] = info
+    return ev, model, data, {"model": pred, **base}
+
+
+def evaluate(store: Store, *, cutoff: Any, horizon: int | None = None, config: Any = None, baselines: bool = True,
+             progress: Any = None) -> Evaluation:
+    """Backtest at `cutoff` (see `training.trainers`)."""
+    cfg = load_config(config, horizon_days=horizon)
+    ev, *_ = run_backtest(store, cutoff=cutoff, cfg=cfg, with_bgnbd=baselines, progress=progress)
+    return ev
+
+
+def figures(y: np.ndarray, scores: dict[str, np.ndarray], model: LtvModel) -> dict[str, Any]:
+    return {"ltv_deciles": plots.value_deciles(y, scores["model"]), "gain": plots.gain(y, scores),
+            "lift": plots.lift(y, scores), "feature_importance": plots.feature_importance(importance(model))}
+
+
+def train(store: Store, *, settings: Settings, cutoff: Any = None, horizon: int | None = None, config: Any = None,
+          promote: bool = True, progress: Any = None, with_bgnbd: bool = False) -> TrainOutcome:
+    """Backtest at `cutoff` (default: the latest month start with a full label window), log, register, gate."""
+    from training.runlog import record_run
+
+    cfg = load_config(config, horizon_days=horizon)
+    t = pd.Timestamp(cutoff) if cutoff is not None else backtest.default_cutoff(store, cfg.horizon_days)
+    ev, model, data, scores = run_backtest(store, cutoff=t, cfg=cfg, with_bgnbd=with_bgnbd, progress=progress)
+    y = data.test[LABEL].to_numpy(float)
+    cols = [MEMBER_ID, *model.spec.columns]
+    return record_run(
+        spec=SPEC, settings=settings, store=store, model=model, entry=ENTRY,
+        params={**cfg.model_dump(), **ev.extra["fit"], "test_cutoff": t.date().isoformat()},
+        metrics=ev.model, baselines=ev.baselines, figures=figures(y, scores, model),
+        manifest=data.manifest, manifest_frame=data.manifest_frame(LABEL), label=LABEL,
+        backtest={"test": data.test[[*cols, LABEL]]}, input_example=data.test[cols].head(5),
+        cutoffs=[*data.split.train, data.split.validation, t], horizon_days=cfg.horizon_days, promote=promote,
+        notes=ev.notes)

@@ -1,0 +1,73 @@
+"""The LTV model as served: expected paid spend over the horizon, never negative.
+
+kind "tweedie": one LightGBM booster with a Tweedie objective (log link: predictions are already ≥ 0).
+kind "two_part": P(buy) from a binary booster × expected spend given a purchase from a Gamma booster.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from .matrix import MEMBER_ID, FeatureSpec, member_ids, threads_for
+
+OUTPUT_COLUMNS = [MEMBER_ID, "ltv"]
+KINDS = ("tweedie", "two_part")
+
+
+class LtvModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: feature frame → member_id, ltv (expected paid spend in the horizon, ≥ 0)."""
+
+    _skip_type_hint_validation = True  # predict is called directly (serving validates at its edge): no wrapper
+
+    def __init__(self, kind: str = "tweedie", boosters: dict[str, lgb.Booster] | None = None,
+                 spec: FeatureSpec | None = None, horizon_days: int | None = None) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown LTV model kind {kind!r}; expected one of {KINDS}")
+        self.kind = kind
+        self.boosters = boosters or {}
+        self.spec = spec
+        self.horizon_days = horizon_days
+
+    def save_artifacts(self, folder: Path) -> dict[str, str]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arts = {}
+        for part, booster in self.boosters.items():
+            p = folder / f"booster_{part}.txt"
+            booster.save_model(str(p))
+            arts[f"booster_{part}"] = str(p)
+        arts["spec"] = str(self.spec.save(folder / "spec.json"))
+        meta = folder / "ltv.json"
+        meta.write_text(json.dumps({"kind": self.kind, "horizon_days": self.horizon_days,
+                                    "parts": sorted(self.boosters)}), encoding="utf-8")
+        arts["meta"] = str(meta)
+        return arts
+
+    def load_context(self, context) -> None:  # noqa: ANN001
+        a = context.artifacts
+        meta = json.loads(Path(a["meta"]).read_text(encoding="utf-8"))
+        self.kind = meta["kind"]
+        self.horizon_days = meta.get("horizon_days")
+        self.boosters = {p: lgb.Booster(model_file=a[f"booster_{p}"]) for p in meta["parts"]}
+        self.spec = FeatureSpec.load(a["spec"])
+
+    def predict_value(self, frame: pd.DataFrame) -> np.ndarray:
+        """Expected spend per row (≥ 0)."""
+        return self._value(self.spec.matrix(frame))
+
+    def _value(self, x: np.ndarray) -> np.ndarray:
+        t = threads_for(len(x))
+        if self.kind == "tweedie":
+            v = self.boosters["value"].predict(x, num_threads=t)
+        else:
+            v = self.boosters["buy"].predict(x, num_threads=t) * self.boosters["spend"].predict(x, num_threads=t)
+        return np.clip(np.nan_to_num(v, nan=0.0, posinf=0.0), 0.0, None)
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return pd.DataFrame({MEMBER_ID: member_ids(frame), "ltv": self._value(self.spec.matrix(frame))})

@@ -1,0 +1,631 @@
+"""The recommendation model as served: numpy scoring (no training matrix, no `implicit`), as an MLflow pyfunc.
+
+The model is a set of arrays (`RecsArtifacts`): item factors and the ALS solver constants, item-item top
+neighbours, popularity (global / category / segment), item statistics, and optionally a LightGBM ranker as text.
+A member is described by their item history summary (one row per member and item: `member_id, item_id,
+n_bought, last_bought_at` and optionally `first_bought_at, n_view, n_cart, n_favorite, last_seen_at, spend`), which
+comes from the online feature table (`recent_items`) or from an inline history via `summarise_history`.
+
+Scoring a batch of members:
+1. fold the member's weighted history into the ALS item factors (one small least-squares solve per member, the
+   same equation `implicit` uses),
+2. candidates = the member's own items (repurchase), ALS top items, items often bought with theirs (kNN), and
+   popular items (global, or the member's segment: cold start),
+3. features per candidate, scored by the ranker (or a repurchase-first blend when no ranker won validation),
+4. business rules (`rules.py`), top-N per member, and a short reason each.
+
+Everything is vectorised over the batch, so one member and all members take the same code path (tested: batch equals
+single). This module and `recs_rules.py` are all the MLflow model needs at load time (plus lightgbm when a ranker
+won validation).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from .recs_rules import RulesConfig, allowed_mask, consumable_flags, reasons, rules_from_params
+
+HISTORY_REQUIRED: tuple[str, ...] = ("member_id", "item_id", "n_bought", "last_bought_at")
+HISTORY_OPTIONAL: dict[str, Any] = {
+    "first_bought_at": pd.NaT, "last_seen_at": pd.NaT, "n_view": 0.0, "n_cart": 0.0, "n_favorite": 0.0,
+    "spend": np.nan,
+}
+OUTPUT_COLUMNS: tuple[str, ...] = ("member_id", "rank", "item_id", "score", "reason")
+
+FEATURES: tuple[str, ...] = (
+    "hist_n_bought", "hist_rep_score", "hist_days_last", "hist_days_first", "hist_mean_gap", "hist_due_ratio",
+    "hist_share", "hist_n_view", "hist_n_cart", "hist_n_favorite", "hist_days_seen",
+    "item_pop_recent", "item_pop_all", "item_trend", "item_repeat", "item_price_ratio",
+    "als_score", "knn_score", "cat_affinity",
+    "member_n_items", "member_total", "member_days_last", "hist_rate", "member_tenure",
+)
+SOURCE_HISTORY, SOURCE_KNN, SOURCE_ALS, SOURCE_POP = 0, 1, 2, 3
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "w_buy": 1.0, "w_cart": 0.5, "w_favorite": 0.3, "w_view": 0.1,
+    "bm25_k1": 100.0, "bm25_b": 0.8, "avg_len": 1.0, "als_alpha": 1.0, "als_reg": 0.05,
+    "n_hist": 200, "n_als": 50, "n_knn": 50, "n_pop": 20, "knn_seeds": 40,
+    "als_chunk": 512, "top_n": 10, "rules": {},
+}
+
+
+class HistoryError(ValueError):
+    """The member history handed to the model is malformed."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# history summaries
+
+def summarise_history(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: object | None = None) -> pd.DataFrame:
+    """Per (member, item) summary of orders (paid lines, net of refunded/cancelled lines) and events before `as_of`.
+
+    `orders` uses contract columns (member_id, order_id, ordered_at, item_id, status, amount); `events` (optional)
+    member_id, occurred_at, type, item_id. Rows at or after `as_of` are ignored (point-in-time), rows without an
+    item are skipped (they cannot be recommended).
+    """
+    _require(orders, ("member_id", "order_id", "ordered_at", "item_id"), "orders")
+    o = orders[orders["item_id"].notna()]
+    if as_of is not None:
+        o = o[o["ordered_at"] < pd.Timestamp(as_of)]
+    status = o["status"] if "status" in o.columns else pd.Series("paid", index=o.index)
+    status = status.fillna("paid")
+    paid = o[status == "paid"]
+    undone = o[status != "paid"][["order_id", "item_id"]].drop_duplicates()
+    if len(undone):
+        key = ["order_id", "item_id"]
+        paid = paid.merge(undone.assign(_undone=True), on=key, how="left")
+        paid = paid[paid["_undone"].isna()].drop(columns="_undone")
+    amount = paid["amount"] if "amount" in paid.columns else pd.Series(np.nan, index=paid.index)
+    lines = pd.DataFrame({"member_id": paid["member_id"].astype("string"), "item_id": paid["item_id"].astype("string"),
+                          "order_id": paid["order_id"], "at": paid["ordered_at"], "amount": amount.astype(float)})
+    g = lines.groupby(["member_id", "item_id"], sort=False)
+    bought = pd.DataFrame({
+        "n_bought": g["order_id"].nunique().astype(float),
+        "first_bought_at": g["at"].min(),
+        "last_bought_at": g["at"].max(),
+        "spend": g["amount"].sum(min_count=1),
+    })
+    if events is not None and len(events):
+        _require(events, ("member_id", "occurred_at", "type", "item_id"), "events")
+        e = events[events["item_id"].notna() & events["type"].isin(["view", "cart", "favorite"])]
+        if as_of is not None:
+            e = e[e["occurred_at"] < pd.Timestamp(as_of)]
+        e = pd.DataFrame({"member_id": e["member_id"].astype("string"), "item_id": e["item_id"].astype("string"),
+                          "type": e["type"].astype("string"), "at": e["occurred_at"]})
+        counts = e.pivot_table(index=["member_id", "item_id"], columns="type", values="at", aggfunc="count",
+                               fill_value=0)
+        counts = counts.reindex(columns=["view", "cart", "favorite"], fill_value=0).astype(float)
+        counts.columns = ["n_view", "n_cart", "n_favorite"]
+        counts["last_event_at"] = e.groupby(["member_id", "item_id"])["at"].max()
+        out = bought.join(counts, how="outer")
+    else:
+        out = bought.assign(n_view=0.0, n_cart=0.0, n_favorite=0.0, last_event_at=pd.NaT)
+    out["n_bought"] = out["n_bought"].fillna(0.0)
+    for c in ("n_view", "n_cart", "n_favorite"):
+        out[c] = out[c].fillna(0.0)
+    out["last_seen_at"] = out[["last_bought_at", "last_event_at"]].max(axis=1)
+    out = out.drop(columns="last_event_at").reset_index()
+    return out[list(HISTORY_REQUIRED) + list(HISTORY_OPTIONAL)]
+
+
+def _require(df: pd.DataFrame, cols: tuple[str, ...], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise HistoryError(f"{what} is missing column(s) {missing}; it has {list(df.columns)}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# artifacts
+
+_ARRAYS = ("item_ids", "item_category", "categories", "item_price", "item_pop_recent", "item_pop_prev",
+           "item_pop_all", "item_repeat", "item_consumable", "item_factors", "item_idf", "nbr_idx", "nbr_sim",
+           "pop_global", "pop_category", "segments", "pop_segment")
+
+
+@dataclass
+class RecsArtifacts:
+    """Everything the serving model needs, as numpy arrays plus a JSON-able params dict and the ranker text."""
+
+    item_ids: np.ndarray  # (n,) str
+    item_category: np.ndarray  # (n,) int32, -1 unknown
+    categories: np.ndarray  # (c,) str
+    item_price: np.ndarray  # (n,) float32: median paid line amount, NaN unknown
+    item_pop_recent: np.ndarray  # (n,) float32: buyers in the last popularity window
+    item_pop_prev: np.ndarray  # (n,) float32: buyers in the window before
+    item_pop_all: np.ndarray  # (n,) float32: buyers over the whole training history
+    item_repeat: np.ndarray  # (n,) float32: share of buyers who bought it again (smoothed)
+    item_consumable: np.ndarray  # (n,) int8: 1 consumable, 0 not, -1 unknown
+    item_factors: np.ndarray  # (n, f) float32: ALS item factors
+    item_idf: np.ndarray  # (n,) float32: BM25 idf of each item
+    nbr_idx: np.ndarray  # (n, K) int32: item-item top neighbours, -1 padding
+    nbr_sim: np.ndarray  # (n, K) float32
+    pop_global: np.ndarray  # (P,) int32
+    pop_category: np.ndarray  # (c, P) int32, -1 padding
+    segments: np.ndarray  # (s,) str
+    pop_segment: np.ndarray  # (s, P) int32, -1 padding
+    params: dict[str, Any] = field(default_factory=dict)
+    ranker: str | None = None  # LightGBM model text, or None: the repurchase-first blend
+
+    def save(self, path: str | Path) -> Path:
+        """Write arrays.npz, params.json and (if any) ranker.txt into folder `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
+        np.savez(path / "arrays.npz", **arrays)
+        (path / "params.json").write_text(json.dumps(self.params, indent=2, default=str), encoding="utf-8")
+        if self.ranker is not None:
+            (path / "ranker.txt").write_text(self.ranker, encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RecsArtifacts":
+        path = Path(path)
+        with np.load(path / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in _ARRAYS}
+        params = json.loads((path / "params.json").read_text(encoding="utf-8"))
+        ranker_path = path / "ranker.txt"
+        ranker = ranker_path.read_text(encoding="utf-8") if ranker_path.exists() else None
+        return cls(**arrays, params=params, ranker=ranker)
+
+    # derived, computed once per loaded model
+    @cached_property
+    def p(self) -> dict[str, Any]:
+        return {**DEFAULT_PARAMS, **self.params}
+
+    @cached_property
+    def item_index(self) -> pd.Index:
+        return pd.Index(self.item_ids)
+
+    @cached_property
+    def yty(self) -> np.ndarray:
+        v = self.item_factors.astype(np.float64)
+        return v.T @ v
+
+    @cached_property
+    def rules(self) -> RulesConfig:
+        return rules_from_params(self.p.get("rules"))
+
+    @cached_property
+    def consumable(self) -> np.ndarray:
+        return consumable_flags(self.item_consumable, self.item_repeat, self.rules)
+
+    @cached_property
+    def booster(self) -> Any:
+        if self.ranker is None:
+            return None
+        import lightgbm
+
+        return lightgbm.Booster(model_str=self.ranker)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# history → arrays
+
+@dataclass
+class HistoryBatch:
+    """A batch of members and their known-item histories as flat arrays sorted by (member, item)."""
+
+    member_ids: np.ndarray  # (b,) member ids in first-appearance order
+    segment: np.ndarray  # (b,) int32 index into artifacts.segments, -1 none
+    m: np.ndarray  # (h,) member position
+    i: np.ndarray  # (h,) item index
+    n_bought: np.ndarray
+    days_last: np.ndarray
+    days_first: np.ndarray
+    days_seen: np.ndarray
+    n_view: np.ndarray
+    n_cart: np.ndarray
+    n_favorite: np.ndarray
+    spend: np.ndarray
+
+    @property
+    def b(self) -> int:
+        return len(self.member_ids)
+
+
+def _days(as_of: pd.Timestamp, ts: pd.Series) -> np.ndarray:
+    t = pd.to_datetime(ts)
+    return ((as_of - t).dt.total_seconds() / 86400.0).to_numpy(dtype=float, na_value=np.nan)
+
+
+def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) -> HistoryBatch:
+    """Validate a history summary and turn it into arrays. A member given only by a row with a null item_id is kept
+    (cold start); rows about items the model does not know are ignored."""
+    if "member_id" not in history.columns:
+        raise HistoryError(f"model input needs a member_id column; it has {list(history.columns)}")
+    if history["member_id"].isna().any():
+        raise HistoryError(f"member_id is null in {int(history['member_id'].isna().sum())} input row(s)")
+    h = history
+    for c in ("item_id", "n_bought", "last_bought_at"):
+        if c not in h.columns:
+            if c == "item_id" or len(h) == h["member_id"].nunique():
+                h = h.assign(**{c: pd.NA if c == "item_id" else (0.0 if c == "n_bought" else pd.NaT)})
+            else:
+                raise HistoryError(f"history rows need column {c!r}")
+    as_of = pd.Timestamp(as_of)
+    members = pd.unique(h["member_id"].astype("string").to_numpy())
+    seg = np.full(len(members), -1, dtype=np.int32)
+    if "segment" in h.columns and len(art.segments):
+        first = h.drop_duplicates("member_id")
+        s = pd.Index(art.segments).get_indexer(first["segment"].astype("string").fillna(""))
+        seg = pd.Series(s, index=first["member_id"].astype("string").to_numpy()).reindex(members).to_numpy(np.int32)
+    mpos = pd.Index(members).get_indexer(h["member_id"].astype("string"))
+    ipos = art.item_index.get_indexer(h["item_id"].astype("string"))
+    keep = ipos >= 0
+    hk = h.loc[keep]
+
+    def col(name: str, default: Any) -> pd.Series:
+        return hk[name] if name in hk.columns else pd.Series(default, index=hk.index)
+
+    nb = pd.to_numeric(col("n_bought", 0.0), errors="coerce").to_numpy(dtype=float, na_value=0.0)
+    if (nb < 0).any():
+        raise HistoryError("n_bought must be ≥ 0")
+    last = col("last_bought_at", pd.NaT)
+    days_last = _days(as_of, last)
+    if np.nanmin(np.append(days_last, np.inf)) < 0:
+        raise HistoryError(f"history has purchases after as_of {as_of} (point-in-time violation)")
+    days_first = _days(as_of, col("first_bought_at", pd.NaT))
+    seen = col("last_seen_at", pd.NaT)
+    days_seen = _days(as_of, seen)
+    days_seen = np.where(np.isnan(days_seen), days_last, days_seen)
+    arrays = {
+        "m": mpos[keep].astype(np.int64), "i": ipos[keep].astype(np.int64), "n_bought": nb,
+        "days_last": days_last, "days_first": days_first, "days_seen": days_seen,
+        **{c: pd.to_numeric(col(c, 0.0), errors="coerce").to_numpy(dtype=float, na_value=0.0)
+           for c in ("n_view", "n_cart", "n_favorite")},
+        "spend": pd.to_numeric(col("spend", np.nan), errors="coerce").to_numpy(dtype=float, na_value=np.nan),
+    }
+    # duplicates of (member, item) would double count: aggregate them away
+    key = arrays["m"] * art.n_items + arrays["i"]
+    order = np.argsort(key, kind="stable")
+    arrays = {k: v[order] for k, v in arrays.items()}
+    key = key[order]
+    if len(key) and (np.diff(key) == 0).any():
+        raise HistoryError("history has duplicate (member_id, item_id) rows; summarise them first")
+    return HistoryBatch(member_ids=members, segment=seg, **arrays)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# weighting and ALS fold-in (shared with training so the matrix and the serving fold-in agree)
+
+def strength(n_bought: np.ndarray, n_cart: np.ndarray, n_favorite: np.ndarray, n_view: np.ndarray,
+             p: dict[str, Any]) -> np.ndarray:
+    """Interaction strength: buys count most, carts/favourites/views are weaker signals; log-scaled."""
+    s = p["w_buy"] * n_bought + p["w_cart"] * n_cart + p["w_favorite"] * n_favorite + p["w_view"] * n_view
+    return np.log1p(s)
+
+
+def bm25_confidence(s: np.ndarray, member: np.ndarray, item: np.ndarray, n_members: int, idf: np.ndarray,
+                    p: dict[str, Any]) -> np.ndarray:
+    """BM25-weighted confidence (member rows are documents): saturates heavy repeats, down-weights common items."""
+    row_len = np.bincount(member, weights=s, minlength=n_members)
+    norm = (1.0 - p["bm25_b"]) + p["bm25_b"] * row_len[member] / max(float(p["avg_len"]), 1e-9)
+    k1 = p["bm25_k1"]
+    return p["als_alpha"] * s * (k1 + 1.0) / (k1 * norm + s) * idf[item]
+
+
+def fold_in(art: RecsArtifacts, hb: HistoryBatch) -> np.ndarray:
+    """Member factors from their history: x = (YᵀY + Yᵀ(C−I)Y + λI)⁻¹ YᵀC·1, as `implicit` solves them."""
+    p = art.p
+    f = art.item_factors.shape[1]
+    out = np.zeros((hb.b, f), dtype=np.float64)
+    if len(hb.i) == 0:
+        return out.astype(np.float32)
+    s = strength(hb.n_bought, hb.n_cart, hb.n_favorite, hb.n_view, p)
+    c = bm25_confidence(s, hb.m, hb.i, hb.b, art.item_idf, p)
+    pos = c > 0
+    m, i, c = hb.m[pos], hb.i[pos], c[pos]
+    if len(m) == 0:
+        return out.astype(np.float32)
+    y = art.item_factors[i].astype(np.float64)
+    base = art.yty + p["als_reg"] * np.eye(f)
+    starts = np.r_[0, np.flatnonzero(np.diff(m)) + 1]
+    ends = np.r_[starts[1:], len(m)]
+    # one small solve per member (the same arithmetic whether the batch holds one member or thousands)
+    for s0, e0 in zip(starts, ends):
+        ym, cm = y[s0:e0], c[s0:e0]
+        a = base + (ym.T * (cm - 1.0)) @ ym
+        out[m[s0]] = np.linalg.solve(a, ym.T @ cm)
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# candidates and features
+
+def group_rank(group: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, rank): order sorts by group then score descending; rank is the 0-based position within the group."""
+    order = np.lexsort((-score, group))
+    g = group[order]
+    if len(g) == 0:
+        return order, np.zeros(0, dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
+    lengths = np.diff(np.r_[starts, len(g)])
+    rank = np.arange(len(g)) - np.repeat(starts, lengths)
+    return order, rank
+
+
+def repurchase_score(hb: HistoryBatch) -> np.ndarray:
+    """The member's own frequency (orders with the item), then views/carts/favourites, then recency as tie-break."""
+    recency = 1.0 / (1.0 + np.nan_to_num(hb.days_seen, nan=1e6))
+    return hb.n_bought + 0.1 * hb.n_cart + 0.05 * hb.n_favorite + 0.01 * np.minimum(hb.n_view, 10) + 1e-3 * recency
+
+
+@dataclass
+class Candidates:
+    """The union of candidates for a batch, with features (rows sorted by member, item)."""
+
+    m: np.ndarray
+    i: np.ndarray
+    source: np.ndarray
+    seed: np.ndarray  # kNN seed item index (the history item contributing most), -1 none
+    X: np.ndarray  # (rows, len(FEATURES)) float32
+
+
+def build_candidates(art: RecsArtifacts, hb: HistoryBatch) -> Candidates:
+    """Union of history, ALS, kNN and popularity candidates for every member of the batch, with ranker features."""
+    p = art.p
+    n = art.n_items
+    b = hb.b
+    rep = repurchase_score(hb)
+    # history candidates (capped per member)
+    order, rank = group_rank(hb.m, rep)
+    sel_h = order[rank < p["n_hist"]]
+    keys = [hb.m[sel_h] * n + hb.i[sel_h]]
+    srcs = [np.full(len(sel_h), SOURCE_HISTORY, np.int8)]
+    # ALS: member factors, top items per member
+    u = fold_in(art, hb)
+    has_hist = np.bincount(hb.m, minlength=b) > 0
+    n_als = int(p["n_als"])
+    if n_als > 0 and has_hist.any():
+        rows = np.flatnonzero(has_hist)
+        chunk = int(p["als_chunk"])
+        for s0 in range(0, len(rows), chunk):
+            r = rows[s0:s0 + chunk]
+            sc = u[r] @ art.item_factors.T
+            k = min(n_als, n - 1)
+            top = np.argpartition(-sc, k, axis=1)[:, :k]
+            keys.append((r[:, None] * n + top).ravel())
+            srcs.append(np.full(top.size, SOURCE_ALS, np.int8))
+    # kNN: neighbours of the member's strongest items
+    seeds = order[rank < p["knn_seeds"]]
+    knn_key = np.zeros(0, np.int64)
+    knn_score = np.zeros(0)
+    knn_seed = np.zeros(0, np.int64)
+    if len(seeds) and art.nbr_idx.shape[1]:
+        nb_i = art.nbr_idx[hb.i[seeds]]  # (s, K)
+        nb_s = art.nbr_sim[hb.i[seeds]]
+        w = np.log1p(rep[seeds])[:, None] * nb_s
+        valid = nb_i >= 0
+        km = np.repeat(hb.m[seeds], nb_i.shape[1]).reshape(nb_i.shape)[valid]
+        kk = km * n + nb_i[valid]
+        kw = w[valid]
+        ks = np.repeat(hb.i[seeds], nb_i.shape[1]).reshape(nb_i.shape)[valid]
+        uk, inv = np.unique(kk, return_inverse=True)
+        knn_score = np.bincount(inv, weights=kw, minlength=len(uk))
+        # the seed contributing most to each (member, item), for the reason
+        o2, r2 = group_rank(inv, kw)
+        knn_seed = np.empty(len(uk), np.int64)
+        knn_seed[inv[o2[r2 == 0]]] = ks[o2[r2 == 0]]
+        knn_key = uk
+        o3, r3 = group_rank(uk // n, knn_score)
+        top = o3[r3 < p["n_knn"]]
+        keys.append(uk[top])
+        srcs.append(np.full(len(top), SOURCE_KNN, np.int8))
+    # popularity: the member's segment list, else global
+    n_pop = int(p["n_pop"])
+    if n_pop > 0:
+        glob = art.pop_global[:n_pop]
+        lists = np.broadcast_to(glob, (b, len(glob))).copy()
+        segd = hb.segment >= 0
+        if segd.any() and art.pop_segment.size:
+            seg_lists = art.pop_segment[hb.segment[segd], :len(glob)]
+            lists[segd] = np.where(seg_lists >= 0, seg_lists, lists[segd])
+        keys.append((np.arange(b)[:, None] * n + lists).ravel())
+        srcs.append(np.full(lists.size, SOURCE_POP, np.int8))
+    all_keys = np.concatenate(keys)
+    all_src = np.concatenate(srcs)
+    # union: keep the strongest source (lowest code) per key
+    o = np.lexsort((all_src, all_keys))
+    all_keys, all_src = all_keys[o], all_src[o]
+    first = np.r_[True, np.diff(all_keys) != 0]
+    ck, cs = all_keys[first], all_src[first]
+    cm, ci = ck // n, ck % n
+    return Candidates(m=cm, i=ci, source=cs, seed=_lookup(knn_key, knn_seed, ck, -1).astype(np.int64),
+                      X=_features(art, hb, u, rep, ck, cm, ci, knn_key, knn_score))
+
+
+def _lookup(sorted_keys: np.ndarray, values: np.ndarray, query: np.ndarray, default: float) -> np.ndarray:
+    """values[k] for each query key found in sorted_keys, else `default`."""
+    if len(sorted_keys) == 0:
+        return np.full(len(query), default, dtype=float if isinstance(default, float) else np.int64)
+    pos = np.searchsorted(sorted_keys, query)
+    pos = np.minimum(pos, len(sorted_keys) - 1)
+    found = sorted_keys[pos] == query
+    out = np.where(found, values[pos], default)
+    return out
+
+
+def _features(art: RecsArtifacts, hb: HistoryBatch, u: np.ndarray, rep: np.ndarray, ck: np.ndarray,
+              cm: np.ndarray, ci: np.ndarray, knn_key: np.ndarray, knn_score: np.ndarray) -> np.ndarray:
+    n = art.n_items
+    b = hb.b
+    hkey = hb.m * n + hb.i  # sorted
+    pos = np.searchsorted(hkey, ck)
+    pos_c = np.minimum(pos, max(len(hkey) - 1, 0))
+    in_h = (len(hkey) > 0) & (hkey[pos_c] == ck) if len(hkey) else np.zeros(len(ck), bool)
+
+    def hget(arr: np.ndarray, default: float = np.nan) -> np.ndarray:
+        if len(hkey) == 0:
+            return np.full(len(ck), default)
+        return np.where(in_h, arr[pos_c], default)
+
+    nb = hget(hb.n_bought, 0.0)
+    days_last = hget(hb.days_last)
+    days_first = hget(hb.days_first)
+    gap = np.where(nb >= 2, (days_first - days_last) / np.maximum(nb - 1, 1), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        due = days_last / gap
+    # member level
+    m_total = np.bincount(hb.m, weights=hb.n_bought, minlength=b)
+    m_items = np.bincount(hb.m, weights=(hb.n_bought > 0).astype(float), minlength=b)
+    m_max = np.zeros(b)
+    np.maximum.at(m_max, hb.m, hb.n_bought)
+    m_days_last = np.full(b, np.nan)
+    dl = np.nan_to_num(hb.days_last, nan=np.inf)
+    tmp = np.full(b, np.inf)
+    np.minimum.at(tmp, hb.m, dl)
+    m_days_last = np.where(np.isfinite(tmp), tmp, np.nan)
+    m_tenure = np.zeros(b)
+    np.maximum.at(m_tenure, hb.m, np.nan_to_num(hb.days_first, nan=0.0))
+    spend_known = ~np.isnan(hb.spend)
+    m_spend = np.bincount(hb.m[spend_known], weights=hb.spend[spend_known], minlength=b)
+    m_lines = np.bincount(hb.m[spend_known], weights=hb.n_bought[spend_known], minlength=b)
+    m_line_value = np.where(m_lines > 0, m_spend / np.maximum(m_lines, 1e-9), np.nan)
+    # category affinity
+    n_cat = max(len(art.categories), 1)
+    hcat = art.item_category[hb.i]
+    kc = hcat >= 0
+    cat_counts = np.bincount(hb.m[kc] * n_cat + hcat[kc], weights=hb.n_bought[kc], minlength=b * n_cat)
+    ccat = art.item_category[ci]
+    aff = np.where(ccat >= 0, cat_counts[cm * n_cat + np.maximum(ccat, 0)] / np.maximum(m_total[cm], 1.0), np.nan)
+    als = np.einsum("ij,ij->i", u[cm], art.item_factors[ci])
+    knn = _lookup(knn_key, knn_score, ck, 0.0)
+    pop_r, pop_p = art.item_pop_recent[ci], art.item_pop_prev[ci]
+    cols = {
+        "hist_n_bought": nb,
+        "hist_rep_score": hget(rep, 0.0),
+        "hist_days_last": days_last,
+        "hist_days_first": days_first,
+        "hist_mean_gap": gap,
+        "hist_due_ratio": due,
+        "hist_share": nb / np.maximum(m_max[cm], 1.0),
+        "hist_n_view": hget(hb.n_view, 0.0),
+        "hist_n_cart": hget(hb.n_cart, 0.0),
+        "hist_n_favorite": hget(hb.n_favorite, 0.0),
+        "hist_days_seen": hget(hb.days_seen),
+        "item_pop_recent": np.log1p(pop_r),
+        "item_pop_all": np.log1p(art.item_pop_all[ci]),
+        "item_trend": np.log((pop_r + 1.0) / (pop_p + 1.0)),
+        "item_repeat": art.item_repeat[ci],
+        "item_price_ratio": art.item_price[ci] / m_line_value[cm],
+        "als_score": als,
+        "knn_score": knn,
+        "cat_affinity": aff,
+        "member_n_items": np.log1p(m_items[cm]),
+        "member_total": np.log1p(m_total[cm]),
+        "member_days_last": m_days_last[cm],
+        "hist_rate": np.where(nb > 0, 28.0 * nb / np.maximum(np.nan_to_num(days_first, nan=0.0), 28.0), 0.0),
+        "member_tenure": m_tenure[cm],
+    }
+    return np.column_stack([cols[f] for f in FEATURES]).astype(np.float32)
+
+
+def blend_score(X: np.ndarray) -> np.ndarray:
+    """Repurchase first (the member's own frequency with a recency tie-break), then kNN and ALS, then popularity.
+
+    Used when no learned ranker is in the model (it did not win on validation)."""
+    f = {name: X[:, k].astype(float) for k, name in enumerate(FEATURES)}
+    rep = f["hist_rep_score"]
+    other = np.tanh(f["knn_score"]) + 0.5 * np.tanh(np.maximum(f["als_score"], 0)) + 0.01 * f["item_pop_recent"]
+    return np.where(rep > 0, 10.0 + rep, other / 3.0)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the whole scoring path
+
+def score_candidates(art: RecsArtifacts, cand: Candidates) -> np.ndarray:
+    booster = art.booster
+    if booster is None or len(cand.m) == 0:
+        return blend_score(cand.X)
+    return booster.predict(cand.X, num_threads=1)
+
+
+def recommend(art: RecsArtifacts, history: pd.DataFrame, *, as_of: object | None = None,
+              top_n: int | None = None, apply_rules: bool = True) -> pd.DataFrame:
+    """Top-N items per member of `history` → DataFrame(member_id, rank, item_id, score, reason).
+
+    `as_of` defaults to now; recency features are measured from it. Members without known items get the
+    popularity fallback (their segment's list if a `segment` column is given).
+    """
+    as_of = pd.Timestamp.now() if as_of is None else pd.Timestamp(as_of)
+    hb = prepare_history(history, art, as_of)
+    cand = build_candidates(art, hb)
+    return top_items(art, hb, cand, score_candidates(art, cand), top_n=top_n, apply_rules=apply_rules)
+
+
+def top_items(art: RecsArtifacts, hb: HistoryBatch, cand: Candidates, score: np.ndarray, *,
+              top_n: int | None = None, apply_rules: bool = True) -> pd.DataFrame:
+    """Apply the business rules to scored candidates and keep the top-N per member, with reasons."""
+    top_n = int(top_n or art.p["top_n"])
+    nb = cand.X[:, FEATURES.index("hist_n_bought")]
+    days_bought = np.where(nb > 0, cand.X[:, FEATURES.index("hist_days_last")].astype(float), np.nan)
+    keep = np.ones(len(cand.m), bool)
+    if apply_rules:
+        keep = allowed_mask(cand.i, days_bought, item_ids=art.item_ids, item_category=art.item_category,
+                            categories=art.categories, consumable=art.consumable, rules=art.rules)
+    idx = np.flatnonzero(keep)
+    order, rank = group_rank(cand.m[idx], score[idx])
+    sel = idx[order[rank < top_n]]
+    r = rank[rank < top_n]
+    gap = cand.X[sel, FEATURES.index("hist_mean_gap")].astype(float)
+    engaged = (cand.X[sel, FEATURES.index("hist_n_view")] + cand.X[sel, FEATURES.index("hist_n_cart")]
+               + cand.X[sel, FEATURES.index("hist_n_favorite")])
+    seed = cand.seed[sel]
+    seed_ids = np.where(seed >= 0, art.item_ids[np.maximum(seed, 0)], "")
+    cat = art.item_category[cand.i[sel]]
+    cat_names = (np.where(cat >= 0, art.categories[np.maximum(cat, 0)], "") if len(art.categories)
+                 else np.full(len(sel), "", dtype=object))
+    why = reasons(n_bought=nb[sel], mean_gap=gap, n_engaged=engaged, seed_item=seed_ids, category=cat_names,
+                  source=cand.source[sel])
+    return pd.DataFrame({
+        "member_id": pd.array(hb.member_ids[cand.m[sel]], dtype="string"),
+        "rank": (r + 1).astype(np.int64),
+        "item_id": pd.array(art.item_ids[cand.i[sel]], dtype="string"),
+        "score": score[sel].astype(float),
+        "reason": pd.array(why, dtype="string"),
+    })
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the MLflow pyfunc
+
+class RecsModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: member history rows (or bare member_ids) → member_id, rank, item_id, score, reason.
+
+    Input: one row per member and item in the `HISTORY_REQUIRED` (+ optional) columns, e.g. the online table
+    `recent_items`, or a row with only `member_id` (and optionally `segment`) for a member without history.
+    Params: `as_of` (timestamp recency is measured from; default now), `top_n`, `apply_rules` (default true).
+    """
+
+    _skip_type_hint_validation = True  # predict is called directly (serving validates at its edge): no wrapper
+
+    def __init__(self, art: RecsArtifacts | None = None) -> None:
+        self.art = art
+
+    def save_artifacts(self, folder: Path) -> dict[str, str]:
+        path = self.art.save(Path(folder) / "recs")
+        return {"recs": str(path)}
+
+    def load_context(self, context) -> None:  # noqa: ANN001 (mlflow PythonModelContext)
+        self.art = RecsArtifacts.load(context.artifacts["recs"])
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        params = dict(params or {})
+        as_of = params.get("as_of")
+        if as_of is None and "as_of" in frame.columns and frame["as_of"].notna().any():
+            as_of = frame["as_of"].dropna().iloc[0]
+        return recommend(self.art, frame, as_of=as_of, top_n=params.get("top_n"),
+                         apply_rules=bool(params.get("apply_rules", True)))

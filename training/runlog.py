@@ -1,0 +1,68 @@
+"""Record one trained model as an MLflow run and a registered version, then run the promotion gate.
+
+The shared tail of every trainer's `train`: lineage tags, params, metrics (model and baselines), plots, the
+training-set manifest as the run's input dataset, the backtest set (for re-scoring at promotion), the self-contained
+pyfunc model (registered), the version's gate tags, and `registry.promote`.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.store import Store
+from member_ml.settings import Settings
+from training import registry, tracking
+from training.model_logging import log_pyfunc_model
+from training.trainers import TrainOutcome
+
+
+def _flat_metrics(model: Mapping[str, float], baselines: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    out = {k: float(v) for k, v in model.items() if v is not None and pd.notna(v)}
+    for b, ms in baselines.items():
+        for k, v in ms.items():
+            if v is not None and pd.notna(v):
+                out[f"baseline.{b}.{k}"] = float(v)
+    return out
+
+
+def record_run(*, spec: registry.ModelSpec, settings: Settings, store: Store, model: Any, entry: str,
+               params: Mapping[str, Any], metrics: Mapping[str, float],
+               baselines: Mapping[str, Mapping[str, float]], figures: Mapping[str, Any],
+               manifest: dict[str, Any], manifest_frame: pd.DataFrame, label: str,
+               backtest: Mapping[str, pd.DataFrame], input_example: pd.DataFrame, cutoffs: list[Any],
+               horizon_days: int, promote: bool = True, notes: list[str] | None = None) -> TrainOutcome:
+    """Log everything about a fitted `model` (a member_pyfunc PythonModel with `save_artifacts`) and register it."""
+    import mlflow
+
+    primary = float(spec.scorer(model, backtest))
+    with tracking.start_run(spec.name, settings, run_name=f"{spec.name}-{pd.Timestamp(cutoffs[-1]).date()}") as run:
+        tracking.log_metadata(store=store, cutoffs=cutoffs, horizon_days=horizon_days,
+                              feature_version=manifest.get("feature_version"), root=settings.root,
+                              extra={"model": spec.name, "definitions": manifest.get("definitions")})
+        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+        mlflow.log_metrics(_flat_metrics(metrics, baselines))
+        mlflow.log_metric(f"gate.{spec.primary_metric}", primary)
+        tracking.log_figures(figures)
+        tracking.log_training_manifest(manifest_frame, name=f"{spec.name}-training-set",
+                                       source=str(Path(store.path).resolve()), targets=f"{label}_mean")
+        mlflow.log_dict(manifest, "data/training_set_manifest.json")
+        fingerprint = registry.log_backtest(backtest)
+        with tempfile.TemporaryDirectory() as tmp:
+            artifacts = model.save_artifacts(Path(tmp) / "artifacts")
+            example = input_example.reset_index(drop=True)
+            info = log_pyfunc_model(entry=entry, artifacts=artifacts, input_example=example,
+                                    output_example=model.predict(None, example),
+                                    registered_model_name=spec.name)
+        version = str(info.registered_model_version)
+        registry.tag_version(spec.name, version, run_id=run.info.run_id, fingerprint=fingerprint,
+                             metric=spec.primary_metric, value=primary)
+        run_id = run.info.run_id
+    result = registry.promote(spec, version) if promote else None
+    return TrainOutcome(model=spec.name, run_id=run_id, version=version,
+                        metrics={spec.primary_metric: primary, **{k: v for k, v in metrics.items()
+                                                                  if k != spec.primary_metric}},
+                        promotion=result, notes=list(notes or []))
