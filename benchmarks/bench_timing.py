@@ -109,8 +109,8 @@ def main() -> None:
             figures[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
             units[f"{name}_seconds"] = "s"
             np_ = res["next_purchase"]
-            print(f"   model {np_['model']}\n   baselines {np_['baselines']}\n   gains {np_.get('gain_ci95_by_baseline')}",
-                  flush=True)
+            print(f"   model {np_['model']}\n   baselines {np_['baselines']}\n"
+                  f"   gains {np_.get('gain_ci95_by_baseline')}", flush=True)
     figures["peak_rss_mib"] = round(peak_rss_mib(), 1)
     units["peak_rss_mib"] = "MiB"
     path = write_result("timing", datasets=datasets, figures=figures, units=units, notes=notes or None)

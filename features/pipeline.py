@@ -65,24 +65,65 @@ def feature_catalog(tables_present: Iterable[str] = ("orders", "members", "event
     return pd.DataFrame(rows)
 
 
-def _loyalty_features(eng: Engine, tables: frozenset[str], t: pd.Timestamp) -> pd.DataFrame | None:
+LOYALTY_ORDER_COLUMNS = "order_id, member_id, ordered_at, amount, item_id, category, quantity, status"
+LOYALTY_CHUNK_ROWS = 8_000_000  # order lines per loyalty batch: bounds memory on large stores
+
+
+def _loyalty_event_types() -> list[str] | None:
+    """Event types the loyalty rules read (others need not be fetched), or None to fetch every type."""
+    try:
+        from loyalty import batch
+        from loyalty.config import load_config
+    except ImportError:
+        return None
+    fn = getattr(batch, "event_types", None) or getattr(batch, "_event_types", None)
+    return None if fn is None else sorted(fn(load_config()))
+
+
+def _loyalty_features(eng: Engine, tables: frozenset[str],
+                      t: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(loyalty feature columns, full `loyalty.batch.member_state` frame) at T over the rows strictly before T.
+
+    Loyalty state is per member, so large stores are processed in member batches (hash of member_id) to bound
+    memory; only the columns and event types the rules read are fetched. None without the loyalty package.
+    """
     fn = loyalty_state_fn()
     if fn is None:
         return None
     lit = sql_literal_timestamp(t)
-    orders = eng.run(Plan((), f"SELECT * FROM orders WHERE ordered_at < {lit}"))
-    events = eng.run(Plan((), f"SELECT * FROM events WHERE occurred_at < {lit}")) if "events" in tables else None
-    members = (eng.run(Plan((), f"SELECT * FROM members WHERE joined_at IS NULL OR joined_at < {lit}"))
-               if "members" in tables else None)
-    state = fn(orders, events, members, t)
-    missing = [c for c in LOYALTY_FEATURES if c not in state.columns]
-    if missing:
-        raise ValueError(f"loyalty.batch.member_state returned no column(s) {missing}; got {list(state.columns)}")
-    out = state[["member_id", *LOYALTY_FEATURES]].copy()
-    out["member_id"] = out["member_id"].astype("string")
-    for c in LOYALTY_FEATURES:
-        out[c] = pd.to_numeric(out[c], errors="raise").astype("float64")
-    return out
+    n = int(eng.run(Plan((), f"SELECT COUNT(*) AS n FROM orders WHERE ordered_at < {lit}"))["n"].iloc[0])
+    k = max(1, -(-n // LOYALTY_CHUNK_ROWS))
+    types = _loyalty_event_types()
+    in_types = None if types is None else "type IN (" + ", ".join(f"'{x}'" for x in types) + ")"
+    parts, states = [], []
+    for i in range(k):
+        part = "" if k == 1 else f" AND HASH(member_id) % {k} = {i}"
+        orders = eng.run(Plan((), f"SELECT {LOYALTY_ORDER_COLUMNS} FROM orders WHERE ordered_at < {lit}{part}"))
+        events = None
+        if "events" in tables:
+            ev_sql = f"SELECT member_id, occurred_at, type, item_id, value FROM events WHERE occurred_at < {lit}{part}"
+            if in_types is not None:  # other types only make a member known: their first one is enough
+                ev_sql = (f"{ev_sql} AND {in_types} UNION ALL "
+                          f"SELECT member_id, MIN(occurred_at), MIN(type), NULL, NULL FROM events "
+                          f"WHERE occurred_at < {lit}{part} AND NOT {in_types} GROUP BY member_id")
+            events = eng.run(Plan((), ev_sql))
+        members = (eng.run(Plan((), f"SELECT * FROM members WHERE (joined_at IS NULL OR joined_at < {lit}){part}"))
+                   if "members" in tables else None)
+        state = fn(orders, events, members, t)
+        del orders, events, members
+        missing = [c for c in LOYALTY_FEATURES if c not in state.columns]
+        if missing:
+            raise ValueError(f"loyalty.batch.member_state returned no column(s) {missing}; got {list(state.columns)}")
+        out = state[["member_id", *LOYALTY_FEATURES]].copy()
+        out["member_id"] = out["member_id"].astype("string")
+        for c in LOYALTY_FEATURES:
+            out[c] = pd.to_numeric(out[c], errors="raise").astype("float64")
+        parts.append(out)
+        states.append(state)
+    if k == 1:
+        return parts[0], states[0]
+    return (pd.concat(parts, ignore_index=True),
+            pd.concat(states, ignore_index=True).sort_values("member_id", ignore_index=True))
 
 
 def compute_features(source: TableSource, as_of: object, *, engine: str | Engine = "duckdb",
@@ -92,6 +133,14 @@ def compute_features(source: TableSource, as_of: object, *, engine: str | Engine
     `source` is a Store (Parquet read in place) or a dict of contract DataFrames (orders required; members,
     events, items optional: a missing table gives a smaller feature set). `df.attrs` records as_of, version, tables.
     """
+    return compute_features_and_loyalty(source, as_of, engine=engine, members=members)[0]
+
+
+def compute_features_and_loyalty(source: TableSource, as_of: object, *, engine: str | Engine = "duckdb",
+                                 members: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """`compute_features` plus the full `loyalty.batch.member_state` frame its loyalty features come from (tier
+    names, points expiring, segments, benefits; None without the loyalty package): batch scoring needs both and
+    computes the ledger once."""
     t = as_timestamp(as_of, "as_of")
     eng, tables, owned = open_engine(source, engine, member_ids=members)
     try:
@@ -103,12 +152,14 @@ def compute_features(source: TableSource, as_of: object, *, engine: str | Engine
     df["member_id"] = df["member_id"].astype("string")
     for c in categorical_features(tables):
         df[c] = df[c].astype("string")
+    state = None
     if loyalty is not None:
+        loyalty, state = loyalty
         df = df.merge(loyalty, on="member_id", how="left")
     df = df.reset_index(drop=True)
     df.attrs.update({"as_of": t.isoformat(), "feature_version": FEATURE_VERSION,
                      "definitions": definitions_digest(tables), "tables": sorted(tables)})
-    return df
+    return df, state
 
 
 def compute_recent_items(source: TableSource, as_of: object, *, days: int = RECENT_ITEMS_DAYS,
@@ -127,4 +178,5 @@ def compute_recent_items(source: TableSource, as_of: object, *, days: int = RECE
 
 
 __all__ = ["FEATURE_VERSION", "LOYALTY_FEATURES", "FeatureSpec", "categorical_features", "compute_features",
+           "compute_features_and_loyalty",
            "compute_recent_items", "feature_catalog", "feature_names"]

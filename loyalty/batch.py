@@ -5,6 +5,7 @@ returns the same frame plus the ledger entries (what the single-member path show
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ STATE_COLUMNS = (
     "points_redeemed", "points_reversed", "points_expired", "points_expiring_30d", "redemptions_rejected",
     "last_rejection_reason", "discount_rate", "points_multiplier", "priority_shipping", "dedicated_service",
     "birthday_gift", "member_day", "value_segment", "lifecycle_segment", "strategy", "spend_12m", "orders_12m",
-    "last_order_at", "days_since_last_order", "orphan_refunds",
+    "last_order_at", "days_since_last_order", "orphan_refunds", "birth_month",
 )
 
 
@@ -33,6 +34,21 @@ class Evaluation:
     frame: pd.DataFrame
     ledger: Ledger
     inputs: Inputs
+    timings: dict[str, float]  # wall (and `_cpu`) seconds per phase: prepare, orders, tiers, points, ledger…
+
+
+class _Clock:
+    """Wall and CPU seconds per phase (CPU: the wall time on an idle machine; the engine is single-threaded)."""
+
+    def __init__(self) -> None:
+        self.t, self.c = time.perf_counter(), time.process_time()
+        self.out: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        self.out[name] = round(now - self.t, 3)
+        self.out[f"{name}_cpu"] = round(cpu - self.c, 3)
+        self.t, self.c = now, cpu
 
 
 def _event_types(config: LoyaltyConfig) -> set[str]:
@@ -47,10 +63,13 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
              config: LoyaltyConfig | None = None) -> Evaluation:
     """Replay every member's history strictly before `as_of` under `config` (default: the shipped six-tier)."""
     cfg = config or load_config()
+    clock = _Clock()
     inp = prepare(orders, events, members, as_of, event_types=_event_types(cfg),
                   category_bonus=cfg.points.category_bonus)
     n, T = inp.n_members, inp.as_of
+    clock.lap("prepare")
     op = order_points(inp, cfg)
+    clock.lap("orders")
     f = op.facts
     ev = inp.events
     q = Qualifier(cfg, f, ev["m"].to_numpy(np.int64), ev["t"].to_numpy(np.int64), ev["type"])
@@ -61,6 +80,7 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
     gaps = q.gaps(m_all, t_all, rank)
     q_cents, q_complete = q.spend(m_all, t_all, cfg.ladder.window)
     q_orders = q.orders(m_all, t_all, cfg.ladder.window)
+    clock.lap("tiers")
 
     # points multiplier of each order: tier held just before it × birthday month
     tiers = cfg.ladder.tiers
@@ -74,11 +94,14 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
     if cfg.points.birthday_month_multiplier != 1.0 and len(f.m):
         bm = inp.birth_month[f.m]
         mult = np.where((bm > 0) & (bm == months_of(f.t)), mult * cfg.points.birthday_month_multiplier, mult)
+    clock.lap("tier_at_orders")
     p_cred, p_deb = purchase_entries(op, mult, cfg)
     a_cred, a_deb = activity_entries(inp, cfg)
     credits = pd.concat([p_cred, a_cred], ignore_index=True)
     debits = pd.concat([p_deb.assign(valid=True), a_deb], ignore_index=True)
+    clock.lap("points")
     ledger = run_ledger(credits, debits, n, T, cfg)
+    clock.lap("ledger")
 
     # segments: value over the trailing window, lifecycle by recency
     vw = T - cfg.segments.value.window_days * DAY_US
@@ -95,10 +118,8 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
     value = value_segment(spend_w, ~unknown_w, orders_w, cfg)
     last_order = np.full(n, NO_TIME, dtype=np.int64)
     first_order = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-    if len(f.m):
-        s = pd.Series(f.t).groupby(f.m)
-        last_order[s.max().index.to_numpy()] = s.max().to_numpy()
-        first_order[s.min().index.to_numpy()] = s.min().to_numpy()
+    np.maximum.at(last_order, f.m, f.t)
+    np.minimum.at(first_order, f.m, f.t)
     cands = np.vstack([np.where(inp.joined == NO_TIME, np.iinfo(np.int64).max, inp.joined), first_order,
                        np.where(inp.first_event == NO_TIME, np.iinfo(np.int64).max, inp.first_event)])
     first_seen = cands.min(axis=0)
@@ -141,12 +162,15 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
         "days_since_last_order": np.where(last_order == NO_TIME, np.nan,
                                           (T - np.where(last_order == NO_TIME, T, last_order)) / DAY_US),
         "orphan_refunds": op.orphan_refunds,
+        "birth_month": pd.array(np.where(inp.birth_month > 0, inp.birth_month, 0), dtype="Int64"),
     })
+    frame.loc[inp.birth_month == 0, "birth_month"] = pd.NA
     frame.loc[rank == UNKNOWN, "tier_rank"] = pd.NA
     # the "_to_next" orders/interactions are not applicable (NA) for the top tier and unknown tiers
     na_next = nxt == -1
     frame.loc[na_next, ["orders_to_next_tier", "interactions_to_next_tier"]] = pd.NA
-    return Evaluation(frame=frame[list(STATE_COLUMNS)], ledger=ledger, inputs=inp)
+    clock.lap("segments")
+    return Evaluation(frame=frame[list(STATE_COLUMNS)], ledger=ledger, inputs=inp, timings=clock.out)
 
 
 def member_state(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataFrame | None, as_of: object,

@@ -174,13 +174,22 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
         ekeep = e_t < T
         e_m, e_uniq = _codes(events[MEMBER_ID])
         e_present = np.bincount(e_m[ekeep], minlength=len(e_uniq)) > 0
-        first_event = pd.Series(e_t[ekeep]).groupby(e_m[ekeep]).min()
+        first_event = np.full(len(e_uniq), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_event, e_m[ekeep], e_t[ekeep])
         etype = events["type"]
-        tkeep = ekeep & (etype.isin(types).to_numpy(dtype=bool) if types is not None else True)
-        e_type = pd.Categorical(etype[tkeep].astype("string"), categories=types)
+        if types is not None:  # one Arrow comparison per rule type: no per-row strings
+            tcode = np.full(len(events), -1, dtype=np.int8)
+            for i, ty in enumerate(types):
+                tcode[(etype == ty).to_numpy(dtype=bool, na_value=False)] = i
+            tkeep = ekeep & (tcode >= 0)
+            e_type = pd.Categorical.from_codes(tcode[tkeep], categories=types)
+        else:
+            tkeep = ekeep
+            e_type = pd.Categorical(etype[tkeep].astype("string"))
         e_value = (pd.to_numeric(events["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
                    if "value" in events.columns else np.full(len(events), np.nan))[tkeep]
-        e_item = (_codes(events[ITEM_ID])[0] if ITEM_ID in events.columns else np.full(len(events), -1))[tkeep]
+        e_item = (_codes(events[ITEM_ID][tkeep])[0] if ITEM_ID in events.columns
+                  else np.full(int(np.count_nonzero(tkeep)), -1, dtype=np.int64))
         e_t, e_m = e_t[tkeep], e_m[tkeep]
     else:
         e_t = np.zeros(0, dtype=np.int64)
@@ -190,7 +199,7 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
         e_type = pd.Categorical([], categories=types)
         e_value = np.zeros(0)
         e_item = np.zeros(0, dtype=np.int64)
-        first_event = pd.Series([], dtype=np.int64)
+        first_event = np.zeros(0, dtype=np.int64)
 
     # members who had joined before as_of (or whose joined_at is unknown)
     if members is not None and len(members):
@@ -221,8 +230,8 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
     birth_month = np.zeros(n, dtype=np.int8)
     joined = np.full(n, NO_TIME, dtype=np.int64)
     first_seen_event = np.full(n, NO_TIME, dtype=np.int64)
-    if len(first_event):
-        first_seen_event[e_map[first_event.index.to_numpy()]] = first_event.to_numpy()
+    seen = e_present & (first_event < np.iinfo(np.int64).max) if len(first_event) else e_present
+    first_seen_event[e_map[seen]] = first_event[seen]
     if mem is not None and len(mem):
         codes = member_ids.get_indexer(m_ids)
         if "birthday" in mem.columns:

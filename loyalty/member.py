@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.contract import ITEM_ID, MEMBER_ID, OCCURRED_AT, ORDER_ID, ORDERED_AT, STATUSES
 from loyalty.config import LoyaltyConfig, load_config
-from loyalty.frames import NO_TIME, LoyaltyInputError, _no_nulls, _require, as_of_us, from_us, to_us
+from loyalty.frames import NO_TIME, LoyaltyInputError, _no_nulls, _require, as_of_us, to_us
 from loyalty.points import DEBIT_KINDS
-from loyalty.replay import MemberReplay
+from loyalty.replay import MemberReplay, to_datetime
 from loyalty.tiers import NEVER
 
 
@@ -77,7 +77,7 @@ class MemberState(BaseModel):
 def _ts(us: int | None) -> dt.datetime | None:
     if us is None or us in (NO_TIME, NEVER):
         return None
-    return from_us([us])[0].to_pydatetime()
+    return to_datetime(us)
 
 
 def _rows(df: pd.DataFrame | None, member_id: str, table: str) -> pd.DataFrame | None:

@@ -25,7 +25,8 @@ import pandas as pd
 from loyalty.config import LoyaltyConfig
 from loyalty.frames import Inputs
 from loyalty.tiers import NEVER, OrderFacts
-from loyalty.timeline import Stream, member_time_order, segment_cummax, segment_cumsum, segment_starts
+from loyalty.timeline import (Stream, group_time_order, member_time_order, rank_in_segment, segment_cummax,
+                              segment_cumsum, segment_starts)
 
 _BIG = np.int64(2 ** 50)  # stands for "the whole amount" when a refund's or an order's amount is unknown
 REVERSAL, REDEEM, FINAL = 0, 1, 2
@@ -189,25 +190,29 @@ def activity_entries(inp: Inputs, config: LoyaltyConfig) -> tuple[pd.DataFrame, 
     """Activity credits (capped per day, `once` rules) and redemption requests (with validity reasons)."""
     ev = inp.events
     acts = config.points.activities
-    cr = ev[ev["type"].isin(list(acts))]
+    cr = ev[ev["type"].isin(list(acts)).to_numpy(dtype=bool)]
     if len(cr):
-        day = cr["t"].to_numpy() // 86_400_000_000
-        cr = cr.assign(day=day).sort_values(["m", "type", "t"], kind="stable")
-        pts = cr["type"].map({k: a.points for k, a in acts.items()}).astype(np.int64).to_numpy()
-        keep = np.ones(len(cr), dtype=bool)
-        once_types = [k for k, a in acts.items() if a.once]
-        if once_types:
-            n_before = cr.groupby(["m", "type"], sort=False).cumcount().to_numpy()
-            keep &= ~(cr["type"].isin(once_types).to_numpy() & (n_before > 0))
-        caps = cr["type"].map({k: (a.max_per_day or 0) for k, a in acts.items()}).astype(np.int64).to_numpy()
-        if (caps > 0).any():
-            n_day = cr.groupby(["m", "type", "day"], sort=False).cumcount().to_numpy()
-            keep &= (caps == 0) | (n_day < caps)
-        credits = pd.DataFrame({"m": cr["m"].to_numpy(), "t": cr["t"].to_numpy(), "points": pts,
-                                "source": cr["type"].astype(str).to_numpy(), "ref": -1})[keep & (pts > 0)]
+        m = cr["m"].to_numpy(np.int64)
+        t = cr["t"].to_numpy(np.int64)
+        names = list(acts)
+        cat = pd.Categorical(cr["type"])
+        lut = np.array([names.index(c) if c in names else -1 for c in cat.categories], dtype=np.int64)
+        ty = lut[cat.codes]
+        srt = group_time_order(m, ty, t)
+        m, t, ty = m[srt], t[srt], ty[srt]
+        pts = np.array([acts[k].points for k in names], dtype=np.int64)[ty]
+        caps = np.array([acts[k].max_per_day or 0 for k in names], dtype=np.int64)[ty]
+        once = np.array([acts[k].once for k in names], dtype=bool)[ty]
+        day = t // 86_400_000_000
+        grp = segment_starts(m) | np.r_[True, ty[1:] != ty[:-1]]
+        n_before = rank_in_segment(grp)
+        n_day = rank_in_segment(grp | np.r_[True, day[1:] != day[:-1]])
+        keep = ~(once & (n_before > 0)) & ((caps == 0) | (n_day < caps)) & (pts > 0)
+        credits = pd.DataFrame({"m": m[keep], "t": t[keep], "points": pts[keep],
+                                "source": np.array(names, dtype=object)[ty[keep]], "ref": -1})
     else:
         credits = pd.DataFrame({"m": [], "t": [], "points": [], "source": [], "ref": []})
-    rd = ev[ev["type"] == config.points.redeem_event]
+    rd = ev[(ev["type"] == config.points.redeem_event).to_numpy(dtype=bool)]
     val = rd["value"].to_numpy(np.float64)
     valid = np.isfinite(val) & (val > 0) & (np.floor(np.nan_to_num(val)) == np.nan_to_num(val))
     debits = pd.DataFrame({"m": rd["m"].to_numpy(), "t": rd["t"].to_numpy(),

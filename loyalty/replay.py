@@ -7,19 +7,52 @@ implementation the tests compare the batch with on many random members.
 """
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from loyalty.config import LoyaltyConfig, Tier
-from loyalty.points import REDEEM, REVERSAL, add_months, base_points, multiply
-from loyalty.tiers import DAY_US, NEVER, UNKNOWN, window_end
+from loyalty.points import REDEEM, REVERSAL
+from loyalty.tiers import DAY_US, NEVER, UNKNOWN
 
 _BIG = 2 ** 50
-MAX = np.iinfo(np.int64).max
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def to_datetime(us: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(microseconds=us)
+
+
+def from_datetime(d: dt.datetime) -> int:
+    delta = d - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def add_months_us(us: int, months: int) -> int:
+    """`us` plus calendar months, the day clipped to the month's end (what pandas' DateOffset(months=) does)."""
+    d = to_datetime(us)
+    y, m = divmod(d.month - 1 + months, 12)
+    y += d.year
+    day = min(d.day, calendar.monthrange(y, m + 1)[1])
+    return from_datetime(d.replace(year=y, month=m + 1, day=day))
+
+
+def _multiply(points: int, multiplier: float) -> int:
+    """Scalar twin of `loyalty.points.multiply` (same float64 arithmetic)."""
+    return int(math.floor(float(points) * multiplier + 1e-6))
+
+
+def window_end_us(us: int, window: str) -> tuple[int | None, bool]:
+    """Scalar twin of `loyalty.tiers.window_end`."""
+    if window == "lifetime":
+        return None, False
+    if window == "rolling_12m":
+        return add_months_us(us, 12), False
+    return from_datetime(dt.datetime(to_datetime(us).year + 1, 1, 1)), True
 
 
 @dataclass
@@ -185,8 +218,7 @@ class MemberReplay:
         self.orders = sorted(orders.values(), key=lambda o: o.t)
         for o in self.orders:
             for w in self.windows:
-                e, inc = window_end(np.array([o.t], dtype=np.int64), w)
-                o.ends[w] = (None if e is None else int(e[0]), inc)
+                o.ends[w] = window_end_us(o.t, w)
 
     # -- tiers ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -223,8 +255,7 @@ class MemberReplay:
         n = 0
         for e in self.events:
             if e["type"] in types:
-                end = window_end(np.array([e["t"]], dtype=np.int64), w)
-                n += self._active(e["t"], (None if end[0] is None else int(end[0][0]), end[1]), T, inclusive)
+                n += self._active(e["t"], window_end_us(e["t"], w), T, inclusive)
         return n
 
     def _conditions(self, tier: Tier, T: int, inclusive: bool) -> tuple[bool, bool]:
@@ -271,14 +302,19 @@ class MemberReplay:
                 held = max(held, self.qualified(s, inclusive=True))
         return UNKNOWN if q == UNKNOWN else held
 
+    def _base(self, cents: int) -> int:
+        """Scalar twin of `loyalty.points.base_points`."""
+        p = self.cfg.points
+        return (max(cents, 0) // p.unit_cents()) * p.points_per_unit
+
     # -- everything ---------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         cfg, T, p = self.cfg, self.T, self.cfg.points
         tier_mult = [t.benefits.points_multiplier for t in self.tiers]
         credits: list[tuple[int, int, int, str]] = []  # (t, points, expires_at, source)
         debits: list[tuple[int, int, int, bool, str]] = []  # (t, kind, points, valid, label)
-        exp_of = (lambda t: int(add_months(np.array([t], dtype=np.int64), p.expiry.months)[0])) \
-            if p.expiry.months else (lambda t: NEVER)
+        months = p.expiry.months
+        exp_of = (lambda t: add_months_us(t, months)) if months else (lambda t: NEVER)
         for o in self.orders:
             mult = 1.0
             if p.apply_tier_multiplier:
@@ -286,18 +322,16 @@ class MemberReplay:
                     mult *= tier_mult[0]
                 else:
                     mult *= tier_mult[max(self.held(o.t), 0)]
-            month = int(np.array([o.t], dtype=np.int64).view("datetime64[us]").astype("datetime64[M]")
-                        .astype(int)[0] % 12) + 1
+            month = to_datetime(o.t).month
             if p.birthday_month_multiplier != 1.0 and self.birth_month > 0 and self.birth_month == month:
                 mult *= p.birthday_month_multiplier
-            m = np.array([mult])
-            earned = int(multiply(base_points(np.array([o.cents]), cfg) + o.bonus, m)[0])
+            earned = _multiply(self._base(o.cents) + o.bonus, mult)
             if earned > 0:
                 credits.append((o.t, earned, exp_of(o.t), "order"))
             before = earned
             for t, refunded, lost, void in o.states:
-                remaining = 0 if void else int(base_points(np.array([o.cents - refunded]), cfg)[0]) + max(o.bonus - lost, 0)
-                after = int(multiply(np.array([remaining]), m)[0])
+                remaining = 0 if void else self._base(o.cents - refunded) + max(o.bonus - lost, 0)
+                after = _multiply(remaining, mult)
                 if before - after > 0:
                     debits.append((t, REVERSAL, before - after, True, "refund_reversal"))
                 before = after

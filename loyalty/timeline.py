@@ -120,6 +120,26 @@ def member_time_order(m: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.lexsort((t, m))
 
 
+def group_time_order(m: np.ndarray, g: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Permutation sorting rows by (member, small group code < 64, time); ties keep their input order."""
+    m = np.asarray(m, dtype=np.int64)
+    g = np.asarray(g, dtype=np.int64)
+    t = np.asarray(t, dtype=np.int64)
+    if len(t) == 0:
+        return np.zeros(0, dtype=np.int64)
+    t0 = int(t.min() // _SEC)
+    if (bool(np.all(t % _SEC == 0)) and int(t.max() // _SEC) - t0 < 2 ** 32 and int(g.max()) < 64
+            and int(m.max()) < 2 ** (62 - _SHIFT - 6)):
+        return np.argsort((((m << 6) | g) << _SHIFT) | (t // _SEC - t0), kind="stable")
+    return np.lexsort((t, g, m))
+
+
+def rank_in_segment(starts: np.ndarray) -> np.ndarray:
+    """0, 1, 2, … within each segment (a segment begins where `starts` is True)."""
+    idx = np.arange(len(starts))
+    return idx - np.maximum.accumulate(np.where(starts, idx, 0))
+
+
 def segment_starts(members: np.ndarray) -> np.ndarray:
     """Boolean mask of the first row of each member (rows sorted by member)."""
     members = np.asarray(members)

@@ -28,6 +28,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "features",
     "models",
     "loyalty",
+    "serve",
+    "score",
+    "campaign",
 )
 
 for _name in COMMAND_MODULES:

@@ -33,6 +33,8 @@ class ServingConfig(BaseModel):
                                "(loyalty state per member, item catalogue); optional")
     loyalty_config: Path | None = None
     tracking_uri: str | None = None
+    models_lock: Path | None = Field(Path("serving/models.lock.yaml"), description="pinned BentoML model tags "
+                                     "written by `member-ml serve import`; absent file = resolve aliases in the registry")
     token: str | None = Field(None, repr=False, description="bearer token; None = no authentication")
     max_body_bytes: int = Field(1 << 20, gt=0)
     max_history_rows: int = Field(20_000, gt=0)
@@ -68,6 +70,7 @@ def load_serving_config(path: Path | None = None, env: dict[str, str] | None = N
         "max_body_bytes": env.get("MEMBER_ML_SERVING_MAX_BODY_BYTES"),
         "loyalty_config": env.get("MEMBER_ML_LOYALTY_CONFIG"),
         "tracking_uri": env.get("MLFLOW_TRACKING_URI"),
+        "models_lock": env.get("MEMBER_ML_SERVING_MODELS_LOCK"),
     }
     raw.update({k: v for k, v in overrides.items() if v})
     if (fixes := env.get("MEMBER_ML_SERVING_RUNTIME_FIXES")) is not None:

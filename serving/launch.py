@@ -69,6 +69,20 @@ class RunningServer:
             return ""
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec (Linux): SIGTERM it when the process that started it dies, so a killed test
+    run or benchmark never leaves a server behind. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def _get(url: str, timeout: float = 2.0) -> int:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -83,7 +97,11 @@ def _get(url: str, timeout: float = 2.0) -> int:
 def serve(env: Mapping[str, str] | None = None, *, port: int | None = None, log_path: Path | None = None,
           ready_timeout: float = 120.0, target: str = SERVICE_TARGET, cwd: Path | None = None,
           wait_for: str = "/readyz") -> Iterator[RunningServer]:
-    """Run `bentoml serve target` on 127.0.0.1:port until the block ends; waits until `wait_for` answers 200."""
+    """Run `bentoml serve target` on 127.0.0.1:port until the block ends; waits until `wait_for` answers 200.
+
+    Fails fast and clearly: RuntimeError with the server's log tail when it exits during start-up, TimeoutError
+    (also with the log tail) when `wait_for` is not 200 within `ready_timeout` seconds. The server is stopped
+    whenever the block ends, however it ends."""
     port = port or free_port()
     cwd = cwd or project_root()
     log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"member_ml_serve_{port}.log"
@@ -92,7 +110,7 @@ def serve(env: Mapping[str, str] | None = None, *, port: int | None = None, log_
     full_env = {**os.environ, **(env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
     server = RunningServer(f"http://127.0.0.1:{port}", port, proc, log_path, dict(env or {}))
     try:
         deadline = time.monotonic() + ready_timeout

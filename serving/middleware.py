@@ -80,6 +80,29 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+class JsonOnlyMiddleware:
+    """Every API endpoint takes a JSON body: a POST declaring another media type gets 415 naming the header.
+
+    Without it BentoML hands `multipart/form-data` (even without a boundary) to its form parser, which fails with a
+    500 (found by schemathesis). A request without Content-Type is left to the JSON parser (400 when not JSON).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        ctype = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), None)
+        if ctype is not None:
+            media = ctype.split(b";", 1)[0].strip().lower()
+            if media != b"application/json" and not media.endswith(b"+json"):
+                shown = media.decode("latin-1")[:80] or "(empty)"
+                return await send_json(send, 415, {"error": f"unsupported Content-Type {shown!r}: send "
+                                                            "application/json", "field": "Content-Type"})
+        await self.app(scope, receive, send)
+
+
 class BearerAuthMiddleware:
     """When a token is configured, API calls need `Authorization: Bearer <token>` (constant-time comparison)."""
 

@@ -19,7 +19,46 @@ MAX_TOP_N = 100
 ID = Field(min_length=1, max_length=128)
 
 
-class _In(BaseModel):
+def openapi30(node: Any) -> Any:
+    """Rewrite a pydantic (JSON Schema 2020-12) schema into the OpenAPI 3.0 dialect BentoML declares
+    (`openapi: 3.0.2`): `anyOf [X, null]` → X with `nullable: true`, numeric `exclusiveMinimum/Maximum` → `minimum`
+    + boolean flag, `const` → one-value `enum`. Without it, clients and fuzzers that read the document as 3.0
+    (schemathesis) reject the request schemas as invalid."""
+    if isinstance(node, list):
+        return [openapi30(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: openapi30(v) for k, v in node.items()}
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        v = node.get(flag)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            node[bound] = node.pop(flag)
+            node[flag] = True
+    any_of = node.get("anyOf")
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        rest = [x for x in any_of if x != {"type": "null"}]
+        del node["anyOf"]
+        if len(rest) == 1 and "$ref" in rest[0]:
+            node["allOf"] = rest
+        elif len(rest) == 1:
+            node = {**rest[0], **node}
+        else:
+            node["anyOf"] = rest
+        node["nullable"] = True
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    return node
+
+
+class _OpenAPI30(BaseModel):
+    """Base of every request/response model: its JSON schema is emitted in OpenAPI 3.0 form (see `openapi30`)."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return openapi30(super().model_json_schema(*args, **kwargs))
+
+
+class _In(_OpenAPI30):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
@@ -96,7 +135,7 @@ class History(_In):
     `as_of` is the scoring time (default: now, UTC): every row must be strictly before it (point-in-time).
     """
 
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_HISTORY]})
+    model_config = ConfigDict(json_schema_extra={"example": EXAMPLE_HISTORY})
 
     member_id: str = ID
     as_of: dt.datetime | None = None
@@ -145,8 +184,7 @@ class _MemberOrHistory(_In):
 class ScoreRequest(_MemberOrHistory):
     """Score one member: by id (online features) or by inline history (features computed on the spot)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"member_id": "M000001"},
-                                                              {"history": EXAMPLE_HISTORY, "top_n": 5}]})
+    model_config = ConfigDict(json_schema_extra={"example": {"member_id": "M000001", "top_n": 5}})
 
     top_n: int = Field(10, ge=1, le=MAX_TOP_N, description="number of recommendations")
 
@@ -154,8 +192,8 @@ class ScoreRequest(_MemberOrHistory):
 class RecommendRequest(_MemberOrHistory):
     """Top-N recommendations for one member, optionally without some categories."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"member_id": "M000001", "n": 5,
-                                                              "exclude_categories": ["数码"]}]})
+    model_config = ConfigDict(json_schema_extra={"example": {"member_id": "M000001", "n": 5,
+                                                           "exclude_categories": ["数码"]}})
 
     n: int = Field(10, ge=1, le=MAX_TOP_N)
     exclude_categories: list[str] = Field(default_factory=list, max_length=100)
@@ -171,8 +209,8 @@ class CartLineIn(_In):
 class QuoteRequest(_MemberOrHistory):
     """Quote a cart for a member: price after the tier discount and the points it earns."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"member_id": "M000001", "cart": [{"item_id": "I0012", "category": "美妆", "price": 129.5, "quantity": 2}]}]})
+    model_config = ConfigDict(json_schema_extra={"example": (
+        {"member_id": "M000001", "cart": [{"item_id": "I0012", "category": "美妆", "price": 129.5, "quantity": 2}]})})
 
     cart: list[CartLineIn] = Field(min_length=1, max_length=1000)
     at: dt.datetime | None = Field(None, description="when the order would be placed (default: now)")
@@ -181,14 +219,14 @@ class QuoteRequest(_MemberOrHistory):
 class TierRequest(_In):
     """Loyalty rules only, from an inline history."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"history": EXAMPLE_HISTORY}]})
+    model_config = ConfigDict(json_schema_extra={"example": {"history": EXAMPLE_HISTORY}})
 
     history: History
 
 
 # ---------------------------------------------------------------------------------------------------- responses
 
-class Benefits(BaseModel):
+class Benefits(_OpenAPI30):
     discount_rate: float
     points_multiplier: float
     priority_shipping: bool
@@ -197,7 +235,7 @@ class Benefits(BaseModel):
     member_day: bool
 
 
-class Loyalty(BaseModel):
+class Loyalty(_OpenAPI30):
     """Tier, benefits, points and segments by the shop's rules (loyalty package)."""
 
     tier: str | None
@@ -212,36 +250,36 @@ class Loyalty(BaseModel):
     strategy: str | None = None
 
 
-class TierResponse(BaseModel):
+class TierResponse(_OpenAPI30):
     member_id: str
     as_of: dt.datetime
     loyalty: Loyalty
 
 
-class Churn(BaseModel):
+class Churn(_OpenAPI30):
     probability: float
     reasons: list[str]
 
 
-class Ltv(BaseModel):
+class Ltv(_OpenAPI30):
     value: float = Field(description="expected paid spend over the model's horizon, store currency")
 
 
-class NextPurchase(BaseModel):
+class NextPurchase(_OpenAPI30):
     probability_within_days: dict[str, float] = Field(description="P(next order within d days), by d")
     median_days: float | None
     expected_days: float | None
     expected_date: dt.date | None
 
 
-class Recommendation(BaseModel):
+class Recommendation(_OpenAPI30):
     rank: int
     item_id: str
     score: float
     reason: str
 
 
-class ScoreResponse(BaseModel):
+class ScoreResponse(_OpenAPI30):
     member_id: str
     as_of: dt.datetime
     source: Literal["online_table", "inline_history"]
@@ -255,14 +293,14 @@ class ScoreResponse(BaseModel):
                                         description="part of the answer that could not be given → why")
 
 
-class RecommendResponse(BaseModel):
+class RecommendResponse(_OpenAPI30):
     member_id: str
     as_of: dt.datetime
     recommendations: list[Recommendation]
     model_version: str
 
 
-class QuoteResponse(BaseModel):
+class QuoteResponse(_OpenAPI30):
     member_id: str
     tier: str | None
     subtotal: float
@@ -276,6 +314,6 @@ class QuoteResponse(BaseModel):
     reasons: list[str]
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_OpenAPI30):
     error: str
     field: str | None = None

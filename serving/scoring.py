@@ -15,12 +15,14 @@ from typing import Any
 import pandas as pd
 
 from features.contract import EVENTS, MEMBER_ID, MEMBERS, ORDERS, conform
+from serving.compose import (churn_answer, churn_columns, ltv_answer, ltv_columns, next_purchase_answer,
+                             recommend_frame, recommendation_answers, timing_columns)
 from serving.config import ServingConfig
 from serving.models import ModelSet
 from serving.online import OnlineLookup
-from serving.schemas import (Benefits, Churn, History, Loyalty, Ltv, NextPurchase, QuoteRequest, QuoteResponse,
-                             Recommendation, RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse,
-                             TierRequest, TierResponse)
+from serving.schemas import (Benefits, History, Loyalty, QuoteRequest, QuoteResponse, Recommendation,
+                             RecommendRequest, RecommendResponse, ScoreRequest, ScoreResponse, TierRequest,
+                             TierResponse)
 
 log = logging.getLogger("member_ml.serving.scoring")
 
@@ -166,30 +168,22 @@ class Scorer:
                 unavailable[name] = self.models.unavailable.get(name, "not loaded")
                 continue
             try:
-                if name == "timing":
-                    res = m.python_model.predict(None, feats, params={"as_of": as_of})
+                if name == "churn":
+                    row = churn_columns(m.python_model, feats, self.config.top_reasons).iloc[0]
+                elif name == "ltv":
+                    row = ltv_columns(m.python_model, feats).iloc[0]
                 else:
-                    res = m.python_model.predict(None, feats)
-                row = res.iloc[0]
+                    row = timing_columns(m.python_model, feats, as_of).iloc[0]
             except Exception as e:  # one model failing must not take the whole answer down
                 log.exception("model %s failed", name)
                 unavailable[name] = f"{name} v{m.version} failed for this member: {type(e).__name__}"
                 continue
             if name == "churn":
-                reasons = [str(row[c]) for c in res.columns if c.startswith("reason_") and isinstance(row[c], str)
-                           and row[c]]
-                out["churn"] = Churn(probability=float(row["churn_probability"]),
-                                     reasons=reasons[: self.config.top_reasons])
+                out["churn"] = churn_answer(row)
             elif name == "ltv":
-                out["ltv"] = Ltv(value=float(row["ltv"]))
+                out["ltv"] = ltv_answer(row)
             else:
-                probs = {c.removeprefix("p_"): float(row[c]) for c in res.columns
-                         if c.startswith("p_") and c.removeprefix("p_").isdigit()}
-                date = row.get("next_purchase_date")
-                out["next_purchase"] = NextPurchase(
-                    probability_within_days=probs, median_days=_num(row.get("median_days")),
-                    expected_days=_num(row.get("expected_days")),
-                    expected_date=None if date is None or pd.isna(date) else pd.Timestamp(date).date())
+                out["next_purchase"] = next_purchase_answer(row)
         return out, unavailable
 
     def _categories(self) -> dict[str, str]:
@@ -221,18 +215,14 @@ class Scorer:
             hist = summarise(tables["orders"], tables["events"], as_of) if summarise else pd.DataFrame()
         else:
             hist = self.online.recent_items(member_id) if self.online else pd.DataFrame()
-        if len(hist) == 0:
-            hist = pd.DataFrame({MEMBER_ID: pd.array([member_id], dtype="string")})
         want = n + (200 if exclude else 0)
-        res = m.python_model.predict(None, hist, params={"top_n": want, "as_of": as_of})
+        res = recommend_frame(m.python_model, hist, [member_id], want, as_of)
         res = res.loc[res[MEMBER_ID] == member_id]
         if exclude:
             cats = self._categories()
             bad = set(exclude)
             res = res.loc[[cats.get(str(i)) not in bad for i in res["item_id"]]]
-        res = res.head(n)
-        return [Recommendation(rank=i + 1, item_id=str(r.item_id), score=float(r.score), reason=str(r.reason))
-                for i, r in enumerate(res.itertuples(index=False))]
+        return recommendation_answers(res, n)
 
     # ---------------------------------------------------------------------------------------------- endpoints
     def score(self, req: ScoreRequest) -> ScoreResponse:

@@ -9,10 +9,15 @@ it reads the serving config (serving/serving.yaml + environment), loads every `c
 - POST /quote      a cart → price after the tier discount and the points it earns
 - POST /tier       loyalty rules only, from a history
 - POST /echo       the latency floor of this same service (benchmarks)
-- GET /healthz /livez, /readyz (ready only when every configured model is loaded), /metrics (Prometheus)
+- GET /healthz /livez, /readyz (ready only when every configured model is loaded and the online feature table is
+  open: a load balancer never routes to a worker that would answer /score by member_id with 503), /metrics
 
 Errors: invalid input → 400 naming the field (BentoML's pydantic validation, or ours: `{"error", "field"}`); unknown
-member → 404; too large → 413; missing/invalid token → 401.
+member → 404; too large → 413; missing/invalid token → 401. A deployment-state gap (the online table or a model
+missing) answers 503 with a message saying what is missing; /readyz is 503 in that state too.
+
+Models: pinned BentoML tags from `member-ml serve import` when present (serving/import_models.py; `bentoml build`
+packs them, see `_declare_pinned_models`), else the registry's champion aliases (serving/models.py).
 
 Latency settings (what each bought: benchmarks/results/serving.json, notes.ablation): BentoML's access log is off
 (it also logs client addresses; serving/middleware.py logs without personal data), tracing is excluded for every path
@@ -29,8 +34,10 @@ import bentoml
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from serving.config import load_serving_config
-from serving.middleware import BearerAuthMiddleware, BodyLimitMiddleware, RequestLogMiddleware
+from serving.config import ServingConfig, load_serving_config
+from serving.import_models import PinnedModel
+from serving.middleware import (BearerAuthMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware,
+                                RequestLogMiddleware)
 from serving.runtime import fix_timeout_timer_leak, freeze_startup_heap, quiet_validation_logs
 from serving.schemas import (QuoteRequest, QuoteResponse, RecommendRequest, RecommendResponse, ScoreRequest,
                              ScoreResponse, TierRequest, TierResponse)
@@ -45,6 +52,27 @@ class EchoResponse(BaseModel):
     member_id: str
 
 
+def pinned_models(cfg: ServingConfig) -> dict[str, PinnedModel] | None:
+    """The lock file's pinned models (None when there is none; a malformed lock is logged and ignored)."""
+    from serving.import_models import LockError, read_lock
+
+    path = cfg.resolve(cfg.models_lock)
+    if path is None:
+        return None
+    try:
+        return read_lock(path)
+    except LockError as e:
+        log.warning("%s: resolving the registry aliases instead", e)
+        return None
+
+
+def tracking_uri(cfg: ServingConfig) -> str:
+    """MLFLOW_TRACKING_URI (or the config's), else the project's own store under mlflow/ as the CLI uses it."""
+    from member_ml.settings import Settings
+
+    return cfg.tracking_uri or Settings(root=cfg.root).resolved_tracking_uri()
+
+
 def build_scorer() -> Scorer:
     """Load everything a worker needs, once: config, loyalty rules, champion models, online lookup, item catalogue."""
     from loyalty.config import load_config
@@ -54,7 +82,7 @@ def build_scorer() -> Scorer:
 
     cfg = load_serving_config()
     loyalty_cfg = load_config(cfg.resolve(cfg.loyalty_config)) if cfg.loyalty_config else load_config()
-    models = load_models(cfg.models, cfg.alias, cfg.tracking_uri)
+    models = load_models(cfg.models, cfg.alias, tracking_uri(cfg), pinned_models(cfg))
     online, online_error = None, None
     table = cfg.resolve(cfg.online_table)
     store = cfg.resolve(cfg.store)
@@ -73,6 +101,12 @@ def build_scorer() -> Scorer:
 
         items = Store(store).read_optional("items")
     return Scorer(cfg, loyalty_cfg, models, online, online_error, items)
+
+
+def is_ready(scorer: Scorer) -> bool:
+    """Every configured model loaded, and the online table open unless none is configured."""
+    online_ok = scorer.online is not None or scorer.config.online_table is None
+    return scorer.models.all_loaded and online_ok
 
 
 def _error(e: RequestError) -> JSONResponse:
@@ -97,12 +131,14 @@ class MemberScoring:
         self.timer_fix = "timer_leak" in cfg.runtime_fixes and fix_timeout_timer_leak()
         if "freeze_heap" in cfg.runtime_fixes:
             freeze_startup_heap()
-        log.info("member_scoring ready in %.1f s: models %s, unavailable %s", time.perf_counter() - t0,
-                 self.scorer.models.versions, sorted(self.scorer.models.unavailable))
+        log.info("member_scoring started in %.1f s: models %s from %s, unavailable %s, online table %s",
+                 time.perf_counter() - t0, self.scorer.models.versions, self.scorer.models.sources,
+                 sorted(self.scorer.models.unavailable), "open" if self.scorer.online else self.scorer.online_error)
 
     def __is_ready__(self) -> bool:
-        """Ready only when every configured model is loaded (rules-only endpoints answer before that)."""
-        return self.scorer.models.all_loaded
+        """Ready only when every configured model is loaded and the configured online table is open (rules-only
+        endpoints answer before that; /score by member_id would answer 503)."""
+        return is_ready(self.scorer)
 
     @bentoml.api(route="/score", input_spec=ScoreRequest)
     async def score(self, **req: Any) -> ScoreResponse:
@@ -158,11 +194,12 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
 
 class EdgeMiddleware:
     """Our request edge, built from the serving config when the worker's app starts (not at import):
-    request log (no personal data) → bearer token (when configured) → body-size limit → BentoML's handlers."""
+    request log (no personal data) → bearer token (when configured) → body-size limit → JSON bodies only →
+    BentoML's handlers."""
 
     def __init__(self, app: Any) -> None:
         cfg = load_serving_config()
-        inner = BodyLimitMiddleware(app, max_bytes=cfg.max_body_bytes)
+        inner = BodyLimitMiddleware(JsonOnlyMiddleware(app), max_bytes=cfg.max_body_bytes)
         if cfg.token:
             inner = BearerAuthMiddleware(inner, token=cfg.token)
         self.app = RequestLogMiddleware(inner)
@@ -171,4 +208,32 @@ class EdgeMiddleware:
         await self.app(scope, receive, send)
 
 
+def _declare_pinned_models(svc: Any) -> None:
+    """Declare the lock's pinned tags as the service's models, so `bentoml build` packs them into the Bento.
+
+    BentoML learns a service's models when its module is imported (the `BentoModel(tag)` class-attribute idiom);
+    the tags are only known from the lock, so they are added here. Only tags present in the model store are
+    declared: a stale lock must not stop `bentoml serve` (the registry fallback covers it).
+    """
+    try:
+        pins = pinned_models(load_serving_config()) or {}
+    except Exception as e:  # noqa: BLE001 - a bad config is reported (with its field) when the worker starts
+        log.debug("no pinned models declared: %s", e)
+        return
+    if not pins:
+        return
+    import bentoml
+    from bentoml.exceptions import NotFound
+    from bentoml.models import BentoModel
+
+    for pin in pins.values():
+        try:
+            bentoml.models.get(pin.tag)
+        except NotFound:
+            log.warning("pinned model %s is not in BentoML's model store: not declared", pin.tag)
+            continue
+        svc.models.append(BentoModel(pin.tag))
+
+
 MemberScoring.add_asgi_middleware(EdgeMiddleware)
+_declare_pinned_models(MemberScoring)

@@ -51,13 +51,26 @@ FAST_CHURN_YAML = "num_boost_round: 60\nearly_stopping_rounds: 20\nn_boot: 100\n
 FAST_LTV_YAML = FAST_CHURN_YAML + "kind: auto\n"
 
 
-def initialised_mlflow_db(folder: Path) -> Path:
-    """An empty MLflow SQLite store with its tables created (migrations take ~15 s here: do it once, copy it)."""
+def initialised_mlflow_db(folder: Path | None = None) -> Path:
+    """An empty MLflow SQLite store with its tables created, made once per machine and MLflow version.
+
+    Creating the tables runs MLflow's migrations (~15 s on a busy 2-core machine); tests copy this file instead.
+    Written to a temporary name and renamed, so parallel workers never see a half-made file.
+    """
+    import os
+    import tempfile
+
+    import mlflow
     from mlflow import MlflowClient
 
-    db = Path(folder) / "template.db"
+    cache = Path(tempfile.gettempdir()) / f"member-ml-mlflow-template-{mlflow.__version__}.db"
+    if cache.exists():
+        return cache
+    work = Path(tempfile.mkdtemp(prefix="mlflow-template-", dir=folder))
+    db = work / "template.db"
     MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
+    os.replace(db, cache)
+    return cache
 
 
 def use_template_db(template: Path, tracking_uri: str) -> str:

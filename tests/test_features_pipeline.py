@@ -163,3 +163,33 @@ def test_bad_inputs_named() -> None:
         compute_features(bad, T)
     with pytest.raises(ValueError, match="orders"):
         compute_features({"members": hand_tables()["members"]}, T)
+
+
+def test_loyalty_state_wired_and_batched_loyalty_equals_single_batch(monkeypatch) -> None:
+    from features import pipeline
+
+    if pipeline.loyalty_state_fn() is None:
+        pytest.skip("loyalty package not importable")
+    tables = make_tables(40, 6)
+    whole = compute_features(tables, "2022-10-01")
+    assert {"tier_rank", "points_balance", "spend_to_next_tier"} <= set(whole.columns)
+    assert whole["tier_rank"].notna().any() and (whole["points_balance"] > 0).any()
+    _, state = pipeline.compute_features_and_loyalty(tables, "2022-10-01")
+    monkeypatch.setattr(pipeline, "LOYALTY_CHUNK_ROWS", 50)  # many member batches
+    batched, batched_state = pipeline.compute_features_and_loyalty(tables, "2022-10-01")
+    pd.testing.assert_frame_equal(batched, whole)
+    pd.testing.assert_frame_equal(batched_state, state)
+    monkeypatch.setattr(pipeline, "_loyalty_event_types", lambda: None)  # every event fetched, one batch
+    monkeypatch.setattr(pipeline, "LOYALTY_CHUNK_ROWS", 10**9)
+    every, every_state = pipeline.compute_features_and_loyalty(tables, "2022-10-01")
+    pd.testing.assert_frame_equal(every, whole)
+    pd.testing.assert_frame_equal(every_state, state)
+
+
+def test_recent_items_take_catalogue_category_when_lines_have_none() -> None:
+    tables = hand_tables()
+    t = pd.Timestamp("2021-06-01")  # member b's i9 line (no category) is inside the 365 days
+    items = compute_recent_items(tables, t)
+    assert items.loc[items.item_id == "i9", "category"].item() == "数码"
+    no_catalogue = compute_recent_items({k: v for k, v in tables.items() if k != "items"}, t)
+    assert no_catalogue.loc[no_catalogue.item_id == "i9", "category"].isna().all()

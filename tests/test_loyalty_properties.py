@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loyalty.batch import evaluate, member_state
+from loyalty.batch import evaluate
 from loyalty.config import LoyaltyConfig, load_config, parse_config, shipped_configs
 from loyalty.member import member_state as one_member
 from loyalty.points import REDEEM, REVERSAL, add_months, run_ledger
@@ -33,7 +33,6 @@ _cal["ladder"]["window"] = "calendar_year"
 CALENDAR = parse_config(_cal)
 ALL = {**CONFIGS, "rolling": ROLLING, "calendar": CALENDAR, "no_expiry": NO_EXPIRY}
 
-FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 AMOUNTS = [0.0, 35.5, 99.99, 100.0, 250.0, 350.0, 999.0, 1000.0, 2600.0, 9000.0]
 EVENT_TYPES = ["checkin", "share", "review", "profile_completed", "redeem", "view"]
 
@@ -87,48 +86,63 @@ def _eq(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
-@FAST
-@given(stores(), st.randoms(use_true_random=False))
-def test_order_independent_idempotent_and_consistent(data, rnd) -> None:
+def _same(a: object, b: object) -> bool:
+    if a is None or (isinstance(a, float) and np.isnan(a)):
+        return bool(pd.isna(b))
+    if isinstance(b, pd.Timestamp):
+        return pd.Timestamp(a) == b
+    if isinstance(b, float):
+        return a == pytest.approx(b, abs=1e-9)
+    return bool(a == b)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores(), st.randoms(use_true_random=False), st.integers(0, 12), st.integers(-30, 800))
+def test_batch_equals_single_member_replay_under_shuffles_and_duplicates(data, rnd, birth_month, joined) -> None:
+    """The vectorised batch on shuffled rows with duplicates == the plain replay of each member on the original rows
+    (order independence, idempotence and batch == single in one), and its ledger is non-negative and adds up."""
     o, ev, as_of, name = data
     cfg = ALL[name]
-    base = evaluate(o, ev, None, as_of, cfg)
-    s = base.frame
-    # row order and exact duplicate rows change nothing
+    ids = sorted(set(o.member_id))
+    mem = pd.DataFrame({"member_id": ids + ["registered-only"],
+                        "birthday": [pd.Timestamp(f"1990-{birth_month:02d}-15") if birth_month else pd.NaT] * (len(ids) + 1),
+                        "joined_at": [START + pd.Timedelta(days=joined)] * (len(ids) + 1)})
     o2 = pd.concat([o, o.sample(frac=0.5, random_state=rnd.randint(0, 10**6))])
-    ev2 = pd.concat([ev, ev.sample(frac=0.5, random_state=rnd.randint(0, 10**6))]) if len(ev) else ev
     o2 = o2.sample(frac=1.0, random_state=rnd.randint(0, 10**6))
-    ev2 = ev2.sample(frac=1.0, random_state=rnd.randint(0, 10**6)) if len(ev2) else ev2
-    _eq(s, member_state(o2, ev2, None, as_of, cfg))
-    # the ledger never goes negative and adds up
+    ev2 = ev
+    if len(ev):
+        ev2 = pd.concat([ev, ev.sample(frac=0.5, random_state=rnd.randint(0, 10**6))])
+        ev2 = ev2.sample(frac=1.0, random_state=rnd.randint(0, 10**6))
+    res = evaluate(o2, ev2, mem.sample(frac=1.0, random_state=rnd.randint(0, 10**6)), as_of, cfg)
+    s = res.frame
+    for mid in s.member_id:
+        one = one_member(o, ev, mem, as_of, cfg, member_id=mid).model_dump()
+        row = s.loc[s.member_id == mid].iloc[0]
+        bad = {c: (one[c], row[c]) for c in s.columns if not _same(one[c], row[c])}
+        assert not bad, (name, mid, bad)
     pts = s[["points_balance", "points_earned", "points_redeemed", "points_reversed", "points_expired",
              "points_expiring_30d"]]
     assert (pts >= 0).all().all()
     assert (s.points_earned - s.points_redeemed - s.points_reversed - s.points_expired == s.points_balance).all()
     assert (s.points_expiring_30d <= s.points_balance).all()
     # expiry never removes unexpired points: at most the lots whose expiry date has passed
-    cr = base.ledger.credits
-    due = np.bincount(cr["m"][cr["expires_at"] <= base.inputs.as_of], weights=cr["points"][cr["expires_at"] <= base.inputs.as_of],
-                      minlength=len(s))
+    cr = res.ledger.credits
+    due_rows = cr["expires_at"] <= res.inputs.as_of
+    due = np.bincount(cr["m"][due_rows], weights=cr["points"][due_rows], minlength=len(s))
     assert (s.points_expired.to_numpy() <= due).all()
-    # single-member path (plain-Python replay) == vectorised batch, for every member of the store
-    for mid in s.member_id:
-        one = one_member(o, ev, None, as_of, cfg, member_id=mid).model_dump()
-        row = s.loc[s.member_id == mid].iloc[0]
-        for col in s.columns:
-            a, b = one[col], row[col]
-            if pd.isna(b) if not isinstance(b, (list, np.ndarray)) else False:
-                assert a is None, (mid, col, a, b)
-            elif isinstance(b, float):
-                assert a == pytest.approx(b), (mid, col, a, b)
-            elif isinstance(b, pd.Timestamp):
-                assert pd.Timestamp(a) == b, (mid, col)
-            else:
-                assert a == b, (mid, col, a, b)
+    if not len(res.ledger.debits):  # nothing consumed: exactly the due lots expire
+        assert (s.points_expired.to_numpy() == due).all()
 
 
-@FAST
-@given(stores(redeem=False, configs=("no_expiry",)), st.sampled_from([0, 1, 2, 3, 4]))
+def _one(o: pd.DataFrame, ev: pd.DataFrame, as_of: pd.Timestamp, cfg: LoyaltyConfig, mid: str) -> dict:
+    try:
+        return one_member(o, ev, None, as_of, cfg, member_id=mid).model_dump()
+    except LookupError:
+        return {"points_earned": 0, "points_balance": 0, "points_reversed": 0, "tier_rank": 0}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores(redeem=False, configs=("no_expiry",)), st.integers(0, 4))
 def test_refund_exactly_reverses_the_points_of_its_order(data, pick) -> None:
     o, ev, as_of, _ = data
     cfg = NO_EXPIRY
@@ -136,50 +150,44 @@ def test_refund_exactly_reverses_the_points_of_its_order(data, pick) -> None:
     paid = o[o.status == "paid"]
     if paid.empty:
         return
-    # the latest paid order of some member (nothing after it can depend on it), refunded in full just before as_of
+    # the latest paid order of a member (nothing after it depends on it), refunded in full just before as_of
     mid = sorted(paid.member_id.unique())[pick % paid.member_id.nunique()]
     last = paid[paid.member_id == mid].sort_values(["ordered_at", "order_id"]).order_id.iloc[-1]
     t_last = paid[paid.order_id == last].ordered_at.iloc[0]
-    if (paid[(paid.member_id == mid)].ordered_at == t_last).sum() != (paid.order_id == last).sum():
+    if (paid[paid.member_id == mid].ordered_at == t_last).sum() != (paid.order_id == last).sum():
         return  # another order at the same instant: "latest" is ambiguous
-    others = o[(o.order_id != last)]
-    without = member_state(others, ev, None, as_of, cfg).set_index("member_id")
-    if mid not in without.index:  # the member's only history was this order
-        without.loc[mid, ["points_earned", "points_balance", "points_reversed"]] = 0
+    others = o[o.order_id != last]
     mine = o[o.order_id == last]
-    with_order = member_state(pd.concat([others, mine]), ev, None, as_of, cfg).set_index("member_id")
-    refunds = mine[mine.status == "paid"].assign(status="refunded",
-                                                 ordered_at=as_of - pd.Timedelta(seconds=1))
-    prior = mine[mine.status != "paid"]  # earlier partial refunds of these lines: refund what is left
-    if len(prior):
-        left = mine[mine.status == "paid"].groupby("item_id").amount.sum() - prior.groupby("item_id").amount.sum()
-        refunds = refunds.assign(amount=refunds.item_id.map(left.fillna(refunds.set_index("item_id").amount)).clip(lower=0))
-    refunded = member_state(pd.concat([others, mine, refunds]), ev, None, as_of, cfg).set_index("member_id")
-    gained = with_order.loc[mid, "points_earned"] - without.loc[mid, "points_earned"]
-    net = with_order.loc[mid, "points_balance"] - without.loc[mid, "points_balance"]
-    assert refunded.loc[mid, "points_earned"] == with_order.loc[mid, "points_earned"]
-    assert refunded.loc[mid, "points_balance"] == without.loc[mid, "points_balance"]
-    assert refunded.loc[mid, "points_reversed"] - with_order.loc[mid, "points_reversed"] == net
-    assert net <= gained
+    without = _one(others, ev, as_of, cfg, mid)
+    with_order = _one(o, ev, as_of, cfg, mid)
+    left = (mine[mine.status == "paid"].groupby("item_id").amount.sum()
+            .sub(mine[mine.status != "paid"].groupby("item_id").amount.sum(), fill_value=0).clip(lower=0))
+    refunds = pd.DataFrame([{"order_id": last, "member_id": mid, "ordered_at": as_of - pd.Timedelta(seconds=1),
+                             "amount": round(a, 2), "category": "美妆", "item_id": it, "status": "refunded"}
+                            for it, a in left.items()])
+    refunded = _one(pd.concat([o, refunds]), ev, as_of, cfg, mid)
+    gained = with_order["points_balance"] - without["points_balance"]
+    assert refunded["points_earned"] == with_order["points_earned"]
+    assert refunded["points_balance"] == without["points_balance"]
+    assert refunded["points_reversed"] - with_order["points_reversed"] == gained
 
 
-@FAST
-@given(stores(), st.sampled_from(AMOUNTS[1:]), st.integers(0, 700))
-def test_tier_monotone_in_spend(data, amount, day) -> None:
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores(), st.sampled_from(AMOUNTS[1:]), st.integers(0, 700), st.integers(0, 4))
+def test_tier_monotone_in_spend(data, amount, day, pick) -> None:
     o, ev, as_of, name = data
     cfg = ALL[name]
-    before = member_state(o, ev, None, as_of, cfg).set_index("member_id")
-    mid = before.index[0]
+    mids = sorted(set(o.member_id) | set(ev.member_id))
+    mid = mids[pick % len(mids)]
+    before = _one(o, ev, as_of, cfg, mid)["tier_rank"]
+    if before is None:
+        return
     extra = pd.DataFrame([{"order_id": "extra", "member_id": mid, "ordered_at": START + pd.Timedelta(days=day),
                            "amount": amount, "category": "美妆", "item_id": "i0", "status": "paid"}])
-    after = member_state(pd.concat([o, extra]), ev, None, as_of, cfg).set_index("member_id")
-    assert after.loc[mid, "tier_rank"] >= before.loc[mid, "tier_rank"]
-    others = [m for m in before.index if m != mid]
-    assert (after.loc[others, "tier_rank"] == before.loc[others, "tier_rank"]).all()
-    # raising an amount never lowers a tier either
+    assert _one(pd.concat([o, extra]), ev, as_of, cfg, mid)["tier_rank"] >= before
+    # raising the paid amounts never lowers a tier either
     bigger = o.assign(amount=np.where(o.status == "paid", o.amount * 2, o.amount))
-    doubled = member_state(bigger, ev, None, as_of, cfg).set_index("member_id")
-    assert (doubled.tier_rank >= before.tier_rank).all()
+    assert _one(bigger, ev, as_of, cfg, mid)["tier_rank"] >= before
 
 
 def _oracle_tiers(o: pd.DataFrame, ev: pd.DataFrame, as_of: pd.Timestamp, cfg: LoyaltyConfig) -> dict[str, int]:
@@ -194,14 +202,14 @@ def _oracle_tiers(o: pd.DataFrame, ev: pd.DataFrame, as_of: pd.Timestamp, cfg: L
     refunded = ref.groupby("order_id").amount.sum().reindex(ot.index, fill_value=0.0)
     cents = (ot.amount * 100).round()
     rc = (refunded * 100).round()
-    ot = ot.assign(net=(cents - np.minimum(rc, cents)) / 100, alive=rc < cents)
+    ot = ot.assign(net=((cents - np.minimum(rc, cents)) / 100).astype(float), alive=(rc < cents).astype(bool))
 
-    def in_window(t: pd.Series, w: str) -> pd.Series:
+    def in_window(t: pd.Series, w: str) -> np.ndarray:
         if w == "lifetime":
-            return pd.Series(True, index=t.index)
+            return np.ones(len(t), dtype=bool)
         if w == "rolling_12m":
-            return pd.Series([as_of <= x + pd.DateOffset(months=12) for x in t], index=t.index)
-        return t.dt.year == as_of.year
+            return np.array([as_of <= x + pd.DateOffset(months=12) for x in t], dtype=bool)
+        return np.array([x.year == as_of.year for x in t], dtype=bool)
 
     out = {}
     for mid in sorted(set(o.member_id) | set(ev.member_id)):
@@ -224,15 +232,19 @@ def _oracle_tiers(o: pd.DataFrame, ev: pd.DataFrame, as_of: pd.Timestamp, cfg: L
     return out
 
 
-@FAST
-@given(stores(configs=("default", "order_count", "rolling", "calendar")))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores(configs=("default", "order_count", "rolling", "calendar", "four_tier")))
 def test_tiers_match_brute_force(data) -> None:
+    """Tiers (immediate policy) equal a brute-force re-computation from the raw rows; the grace ladder
+    (four_tier) is never below it."""
     o, ev, as_of, name = data
     cfg = ALL[name]
-    s = member_state(o, ev, None, as_of, cfg).set_index("member_id")
     want = _oracle_tiers(o, ev, as_of, cfg)
-    got = {m: int(r) for m, r in s.tier_rank.items()}
-    assert got == want
+    got = {m: _one(o, ev, as_of, cfg, m)["tier_rank"] for m in want}
+    if cfg.ladder.downgrade.policy == "immediate":
+        assert got == want
+    else:
+        assert all(got[m] >= want[m] for m in want)
 
 
 @settings(max_examples=300, deadline=None)

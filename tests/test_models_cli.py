@@ -17,8 +17,8 @@ runner = CliRunner()
 
 
 @pytest.fixture()
-def models_tracking(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return use_template_db(initialised_mlflow_db(tmp_path_factory.mktemp("tpl")), tracking_uri)
+def models_tracking(tracking_uri: str) -> str:
+    return use_template_db(initialised_mlflow_db(), tracking_uri)
 
 
 def invoke(*args: str) -> str:
@@ -77,19 +77,20 @@ def test_train_evaluate_promote_rollback(models_tracking, tmp_path):
     assert doc["machine"]["cpus"] >= 1
 
 
+def fails(*args: str) -> str:
+    res = runner.invoke(app, list(args))
+    assert res.exit_code != 0
+    return " ".join(res.output.split())
+
+
 def test_cli_errors_are_clear(models_tracking, tmp_path):
-    res = runner.invoke(app, ["train", "timing-x", "--store", str(tmp_path)])
-    assert res.exit_code != 0 and "unknown model 'timing-x'" in res.output
-    res = runner.invoke(app, ["evaluate", "churn", "--store", str(tmp_path / "nope"), "--cutoff", "2024-01-01"])
-    assert res.exit_code != 0 and "does not exist" in res.output
+    assert "unknown model 'timing-x'" in fails("train", "timing-x", "--store", str(tmp_path))
+    assert "does not exist" in fails("evaluate", "churn", "--store", str(tmp_path / "nope"), "--cutoff", "2024-01-01")
     store = make_model_store(tmp_path / "store", n_members=40)
-    res = runner.invoke(app, ["evaluate", "churn", "--store", str(store.path), "--cutoff", "2024-03-01",
-                              "--horizon", "60"])
-    assert res.exit_code != 0 and "runs past the last order" in res.output
-    res = runner.invoke(app, ["rollback", "churn"])
-    assert res.exit_code != 0 and "no champion" in res.output
+    assert "runs past the last order" in fails("evaluate", "churn", "--store", str(store.path), "--cutoff", "2024-03-01",
+                              "--horizon", "60")
+    assert "no champion" in fails("rollback", "churn")
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: -1\n")
-    res = runner.invoke(app, ["evaluate", "churn", "--store", str(store.path), "--cutoff", "2024-01-01",
-                              "--config", str(bad)])
-    assert res.exit_code != 0 and "learning_rate" in res.output
+    assert "learning_rate" in fails("evaluate", "churn", "--store", str(store.path), "--cutoff", "2024-01-01",
+                              "--config", str(bad))

@@ -2,9 +2,10 @@
 round trip through MLflow's registry into a process that cannot import `training`."""
 from __future__ import annotations
 
-import subprocess
+import importlib.abc
 import sys
-import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +45,10 @@ def member_frame(n: int, seed: int, signal: float = 1.0, cutoff: str = "2024-01-
 FAST = dict(horizon_days=60, num_boost_round=40, early_stopping_rounds=10, n_boot=50)
 
 
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return initialised_mlflow_db(tmp_path_factory.mktemp("mlflow_template"))
-
-
 @pytest.fixture()
-def models_tracking(tracking_uri: str, mlflow_template: Path) -> str:
+def models_tracking(tracking_uri: str) -> str:
     """The `tracking_uri` fixture's private store, pre-initialised from a template (saves the slow migrations)."""
-    return use_template_db(mlflow_template, tracking_uri)
+    return use_template_db(initialised_mlflow_db(), tracking_uri)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +84,13 @@ def test_reasons_are_plain_words():
     assert r3[0].startswith("gap mean days")
     assert r1[1] == "10 days since last order, only one order so far" and r2[1] == "" and r3[1] == ""
     assert humanize("spend_365d") == "spend in the last 365 days"
+    assert humanize("ev_login_30d") == "login events in the last 30 days"
+    trend = templates_for(["spend_trend"])["spend_trend"]
+    v = top_reasons(np.array([[1.0, 0.0]] * 3), pd.DataFrame({"spend_trend": [-0.6, -1.0, np.nan]}), ["spend_trend"], 1)
+    assert list(v[0]) == ["spend in the last 90 days down 75% on the 90 days before",
+                          "no spend in the last 90 days, after some in the 90 days before",
+                          "no spend in the last 180 days"]
+    assert callable(trend)
     assert set(templates_for(cols)) == set(cols)
 
 
@@ -134,22 +137,32 @@ def test_pyfunc_round_trip_through_registry_without_training(models_tracking, ch
     expected = churn_model.predict(None, test[cols])
     pd.testing.assert_frame_equal(loaded.unwrap_python_model().predict(None, test[cols]), expected)
     pd.testing.assert_frame_equal(loaded.predict(test[cols]).reset_index(drop=True), expected)
-    test[cols].to_parquet(tmp_path / "frame.parquet")
-    # a fresh process that refuses to import `training` loads and scores the champion (what serving does)
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-        class NoTraining(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name == "training" or name.startswith("training."):
-                    raise ImportError("serving must not import training: " + name)
-        sys.meta_path.insert(0, NoTraining())
-        import mlflow, pandas as pd
-        m = mlflow.pyfunc.load_model("models:/churn@champion").unwrap_python_model()
-        out = m.predict(None, pd.read_parquet({str(tmp_path / 'frame.parquet')!r}))
-        print(round(float(out["churn_probability"].sum()), 6), out["reason_1"].iloc[0])
-    """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
-    total, reason = res.stdout.strip().splitlines()[-1].split(" ", 1)
-    assert float(total) == pytest.approx(expected["churn_probability"].sum(), abs=1e-5)
-    assert reason == expected["reason_1"].iloc[0]
+    # with `training` hidden and unimportable, the champion loads and scores (what serving does)
+    with no_training_imports():
+        fresh = mlflow.pyfunc.load_model("models:/churn@champion").unwrap_python_model()
+        out = fresh.predict(None, test[cols])
+        assert type(fresh).__module__ == "member_pyfunc.churn"  # the copy bundled in the model's code/ folder
+    pd.testing.assert_frame_equal(out, expected)
+
+
+@contextmanager
+def no_training_imports() -> Iterator[None]:
+    """Hide the imported `training` modules and refuse any import of them for the duration."""
+
+    class NoTraining(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):  # noqa: ANN001, ANN201
+            if name == "training" or name.startswith("training."):
+                raise ImportError(f"serving must not import training ({name})")
+            return None
+
+    hidden = {k: sys.modules.pop(k) for k in list(sys.modules)
+              if k in ("training", "member_pyfunc") or k.startswith(("training.", "member_pyfunc."))}
+    finder = NoTraining()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for k in [k for k in sys.modules if k == "member_pyfunc" or k.startswith("member_pyfunc.")]:
+            del sys.modules[k]
+        sys.modules.update(hidden)

@@ -16,8 +16,8 @@ from tests.test_models_pyfunc import FAST, member_frame
 
 
 @pytest.fixture()
-def models_tracking(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return use_template_db(initialised_mlflow_db(tmp_path_factory.mktemp("tpl")), tracking_uri)
+def models_tracking(tracking_uri: str) -> str:
+    return use_template_db(initialised_mlflow_db(), tracking_uri)
 
 
 def register(model, backtest: dict, tmp: Path) -> str:

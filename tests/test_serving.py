@@ -190,3 +190,48 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
         load_serving_config(p, env={})
     cfg = load_serving_config(None, env={"MEMBER_ML_SERVING_TOKEN": "t", "MEMBER_ML_SERVING_MAX_BODY_BYTES": "5"})
     assert cfg.token == "t" and cfg.max_body_bytes == 5
+
+
+def test_openapi_document_renders_with_examples(client: TestClient) -> None:
+    r = client.get("/docs.json")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert {"/score", "/recommend", "/quote", "/tier"} <= set(doc["paths"])
+    schemas = doc["components"]["schemas"]
+    assert schemas["ScoreRequestIODescriptor"]["example"]["member_id"] and schemas["History"]["example"]["orders"]
+
+
+def test_ready_needs_models_and_the_online_table() -> None:
+    """/readyz: not ready while the configured online table is missing, even with every model loaded."""
+    from types import SimpleNamespace
+
+    from serving.models import ModelSet
+    from serving.service import is_ready
+
+    cfg = load_serving_config(env={})
+    all_loaded, missing = ModelSet(), ModelSet(unavailable={"churn": "no champion"})
+    assert is_ready(SimpleNamespace(config=cfg, models=all_loaded, online=object()))
+    assert not is_ready(SimpleNamespace(config=cfg, models=all_loaded, online=None))
+    assert not is_ready(SimpleNamespace(config=cfg, models=missing, online=object()))
+    no_table = cfg.model_copy(update={"online_table": None})
+    assert is_ready(SimpleNamespace(config=no_table, models=all_loaded, online=None))
+
+
+@pytest.mark.parametrize("ctype", ["multipart/form-data", "text/plain", "application/x-www-form-urlencoded"])
+def test_non_json_content_type_gets_415(client: TestClient, ctype: str) -> None:
+    r = client.post("/score", content=json.dumps({"history": HIST}), headers={"content-type": ctype})
+    assert r.status_code == 415 and r.json()["field"] == "Content-Type"
+    r = client.post("/echo", content=b'{"member_id": "m"}', headers={"content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+def test_openapi_document_is_openapi_30() -> None:
+    """No 2020-12-only keywords reach the 3.0 document: nullable instead of type null, boolean exclusive bounds."""
+    from serving.schemas import QuoteRequest, ScoreRequest, openapi30
+
+    text = json.dumps([ScoreRequest.model_json_schema(), QuoteRequest.model_json_schema()])
+    assert '"type": "null"' not in text and '"const"' not in text
+    cart = QuoteRequest.model_json_schema()["$defs"]["CartLineIn"]["properties"]["quantity"]
+    assert cart["minimum"] == 0 and cart["exclusiveMinimum"] is True
+    assert openapi30({"anyOf": [{"type": "string"}, {"type": "null"}], "title": "T"}) == \
+        {"type": "string", "title": "T", "nullable": True}

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.member_pyfunc.timing_hazard import (cdf_at, expand_person_period, expected_days, median_days,
-                                                  person_period_matrix, pp_feature_names, survival_at_edges,
-                                                  validate_edges)
+                                                  person_period_matrix, pp_feature_names, role_indices,
+                                                  survival_at_edges, validate_edges)
 
 EDGES = [0, 1, 2, 3, 5, 7, 14, 30, 60]
 
@@ -95,15 +95,21 @@ def test_median_capped_and_zero_hazard_safe():
     assert expected_days(h, EDGES, 365)[0] == pytest.approx(365)
 
 
-def test_person_period_matrix_adds_bin_and_elapsed_columns():
-    x = np.array([[5.0, 10.0, 1.0], [2.0, 0.0, 3.0]])  # recency, mean gap, other
+def test_person_period_matrix_adds_bin_rate_and_elapsed_columns():
+    cols = ["recency_days", "gap_mean_days", "orders_lifetime", "days_since_first_order", "other"]
+    x = np.array([[5.0, 10.0, 4.0, 39.0, 1.0], [2.0, 0.0, 1.0, 2.0, 3.0]])
     member = np.array([0, 0, 1])
     k = np.array([0, 1, 5])
-    m = person_period_matrix(x, member, k, EDGES, recency_index=0, gap_index=1)
-    names = pp_feature_names(["r", "g", "o"], 0, 1)
-    assert m.shape == (3, len(names))
+    idx = role_indices(cols)
+    assert idx == {"recency": 0, "gap": 1, "orders": 2, "tenure": 3}
+    m = person_period_matrix(x, member, k, EDGES, idx)
+    names = pp_feature_names(cols, idx)
+    assert m.shape == (3, len(names)) and "pp_rate_365d" not in names  # no orders_365d column: no such rate
     row = dict(zip(names, m[1]))
     assert row["pp_bin_start"] == 1 and row["pp_bin_width"] == 1
+    assert row["pp_rate_lifetime"] == pytest.approx(4 / 40) and row["pp_recency_over_tenure"] == pytest.approx(5 / 40)
     assert row["pp_elapsed_days"] == pytest.approx(5 + 1 + 0.5)
     assert row["pp_elapsed_over_gap"] == pytest.approx(6.5 / 10)
     assert np.isnan(dict(zip(names, m[2]))["pp_elapsed_over_gap"])  # gap 0: unknown, not infinite
+    # without known roles only the bin columns are added
+    assert person_period_matrix(x, member, k, EDGES).shape == (3, len(cols) + 2)

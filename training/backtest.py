@@ -98,3 +98,14 @@ def load(store: Store, cutoff: object, horizon_days: int, *, max_train_cutoffs: 
     if test.empty:
         raise ValueError(f"no member has a paid order before the test cutoff {t.date()}")
     return BacktestData(train, valid, test, split, t, horizon_days, ts.manifest)
+
+
+def load_with_progress(store: Store, cutoff: object, horizon_days: int, max_train_cutoffs: int,
+                       progress: Any = None) -> BacktestData:
+    """`load` with a rich progress bar (one step per cutoff) when `progress` is a rich Progress."""
+    if progress is None:
+        return load(store, cutoff, horizon_days, max_train_cutoffs=max_train_cutoffs)
+    split = plan(store, cutoff, horizon_days, max_train_cutoffs)
+    task = progress.add_task("features + labels per cutoff", total=len(split.train) + 2)
+    return load(store, cutoff, horizon_days, max_train_cutoffs=max_train_cutoffs,
+                progress=lambda _c: progress.advance(task))

@@ -14,6 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.contract import MEMBER_ID
+from features.engine import as_timestamp
 from features.labels import LABEL_COLUMNS
 from features.store import Store
 from member_ml.settings import Settings
@@ -122,7 +123,7 @@ def importance(model: ChurnModel) -> pd.Series:
 
 
 def _baseline_scores(store: Store, data: backtest.BacktestData, with_bgnbd: bool, notes: list[str],
-                     progress: Any = None) -> dict[str, np.ndarray]:
+                     progress: Any = None, bgnbd: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
     scores = {"recency": data.test["recency_days"].to_numpy(float)}
     if not with_bgnbd:
         return scores
@@ -131,27 +132,26 @@ def _baseline_scores(store: Store, data: backtest.BacktestData, with_bgnbd: bool
         return scores
     task = progress.add_task("BG/NBD baseline (pymc-marketing, MAP)", total=None) if progress else None
     orders = baselines.read_orders(store, data.test_cutoff)
-    exp = baselines.bgnbd_expectations(orders, data.test_cutoff, data.horizon_days, data.test[MEMBER_ID])
+    exp = bgnbd if bgnbd is not None else baselines.bgnbd_expectations(orders, data.test_cutoff, data.horizon_days,
+                                                                        data.test[MEMBER_ID])
+    exp = exp.set_index(MEMBER_ID).reindex(data.test[MEMBER_ID].astype(str).to_numpy()).fillna(0.0)
     scores["bgnbd"] = -exp["expected_purchases"].to_numpy()  # fewer expected purchases = more likely to churn
     if task is not None:
         progress.update(task, completed=1, total=1)
     return scores
 
 
-def run_backtest(store: Store, *, cutoff: Any, cfg: ChurnConfig, with_bgnbd: bool, progress: Any = None
+def run_backtest(store: Store, *, cutoff: Any, cfg: ChurnConfig, with_bgnbd: bool, progress: Any = None,
+                 data: backtest.BacktestData | None = None, bgnbd: pd.DataFrame | None = None
                  ) -> tuple[Evaluation, ChurnModel, backtest.BacktestData, dict[str, np.ndarray]]:
     """Fit on cutoffs before `cutoff`, test at `cutoff`; return the evaluation, model, data and all scores."""
-    split = backtest.plan(store, cutoff, cfg.horizon_days, cfg.max_train_cutoffs)
-    n_cuts = len(split.train) + 2
-    task = progress.add_task("features + labels per cutoff", total=n_cuts) if progress else None
-    data = backtest.load(store, cutoff, cfg.horizon_days, max_train_cutoffs=cfg.max_train_cutoffs,
-                         progress=(lambda _c: progress.advance(task)) if progress else None)
+    data = data or backtest.load_with_progress(store, cutoff, cfg.horizon_days, cfg.max_train_cutoffs, progress)
     fit_task = progress.add_task("LightGBM churn model", total=None) if progress else None
     model, info = fit(data.train, data.valid, cfg)
     if progress:
         progress.update(fit_task, completed=1, total=1)
     notes: list[str] = []
-    base = _baseline_scores(store, data, with_bgnbd, notes, progress)
+    base = _baseline_scores(store, data, with_bgnbd, notes, progress, bgnbd)
     p = model.predict_proba(data.test)
     y = data.test[LABEL].to_numpy(float)
     split_info = {**data.describe(), "churn_rate": round(float(y.mean()), 4)}
@@ -183,7 +183,7 @@ def train(store: Store, *, settings: Settings, cutoff: Any = None, horizon: int 
     from training.runlog import record_run
 
     cfg = load_config(config, horizon_days=horizon)
-    t = pd.Timestamp(cutoff) if cutoff is not None else backtest.default_cutoff(store, cfg.horizon_days)
+    t = as_timestamp(cutoff, "cutoff") if cutoff is not None else backtest.default_cutoff(store, cfg.horizon_days)
     ev, model, data, scores = run_backtest(store, cutoff=t, cfg=cfg, with_bgnbd=with_bgnbd, progress=progress)
     y = data.test[LABEL].to_numpy(float)
     cols = [MEMBER_ID, *model.spec.columns]

@@ -118,3 +118,12 @@ def feature_importance(importance: pd.Series, top: int = 20, title: str = "Featu
     ax.set(xlabel="total gain", title=title)
     fig.tight_layout()
     return fig
+
+
+def to_png(fig: Figure, dpi: int = 100) -> bytes:
+    """PNG bytes of a figure (for notebooks: `display(Image(to_png(fig)))` works under any matplotlib backend)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()

@@ -44,6 +44,7 @@ class Family:
     steps: tuple[Step, ...]
     joins: tuple[str, ...]  # "step" or "step alias": LEFT JOINed onto the population by member_id
     features: tuple[FeatureSpec, ...]
+    population: tuple[str, ...] = ()  # relations whose members (keyed by member_id) join the population
 
 
 def _families(t: str, tables: frozenset[str]) -> list[Family]:
@@ -71,6 +72,8 @@ def feature_plan(t: str, tables: frozenset[str]) -> Plan:
             if s.name not in seen:
                 steps.append(s)
                 seen.add(s.name)
+    pop = [r for fam in fams for r in fam.population]
+    steps.append(Step("population", " UNION ".join(f"SELECT member_id FROM {r}" for r in pop)))
     cols = ["p.member_id AS member_id"] + [spec.select() for fam in fams for spec in fam.features]
     joins = []
     joined: set[str] = set()

@@ -1,10 +1,13 @@
 """As-of views: the only relations the feature families read. Each keeps rows strictly before the cutoff T.
 
-- `ol`: order lines (every status) before T, category filled from the item catalogue when the line has none.
+- `ol`: order lines (every status) before T (a line without a category takes its item's catalogue category where
+  a family needs categories: see `item_category_sql`).
 - `ev`: events before T (when the store has events).
 - `mem`: members known before T: joined_at before T, or unknown joined_at (when the store has members); one row per
   member (the earliest registration wins).
-- `population`: every member known before T from any table: with an order line, an event, or a registration.
+
+The population (every member known before T from any table: an order line of any status, an event, or a
+registration) is assembled by `feature_plan` from the per-member relations of the families.
 """
 from __future__ import annotations
 
@@ -12,24 +15,13 @@ from features.engine import Step
 
 
 def steps(t: str, tables: frozenset[str]) -> list[Step]:
-    if "items" in tables:
-        ol_sql = f"""
-            SELECT o.member_id, o.order_id, o.ordered_at, o.amount, o.item_id,
-                   COALESCE(o.category, i.category) AS category,
-                   o.quantity, o.discount, o.coupon_used, o.status
-            FROM orders o
-            LEFT JOIN (SELECT item_id, MIN(category) AS category FROM items GROUP BY item_id) i
-              ON o.item_id = i.item_id
-            WHERE o.ordered_at < {t}"""
-    else:
-        ol_sql = f"""
+    """The as-of views. `population` is not here: feature_plan builds it from the per-member family relations."""
+    out = [Step("ol", f"""
             SELECT member_id, order_id, ordered_at, amount, item_id, category, quantity, discount, coupon_used, status
-            FROM orders WHERE ordered_at < {t}"""
-    out = [Step("ol", ol_sql, view=True)]
-    pop = ["SELECT member_id FROM ol"]
+            FROM orders WHERE ordered_at < {t}""", view=True)]
     if "events" in tables:
-        out.append(Step("ev", f"SELECT member_id, occurred_at, type, item_id, value FROM events WHERE occurred_at < {t}", view=True))
-        pop.append("SELECT member_id FROM ev")
+        out.append(Step("ev", f"SELECT member_id, occurred_at, type, item_id, value FROM events WHERE occurred_at < {t}",
+                        view=True))
     if "members" in tables:
         out.append(Step("mem", f"""
             SELECT member_id, joined_at, birthday, gender, age, region, channel, marketing_consent
@@ -39,6 +31,11 @@ def steps(t: str, tables: frozenset[str]) -> list[Step]:
               FROM members m
               WHERE m.joined_at IS NULL OR m.joined_at < {t}
             ) x WHERE rn = 1"""))
-        pop.append("SELECT member_id FROM mem")
-    out.append(Step("population", "SELECT DISTINCT member_id FROM (" + " UNION ALL ".join(pop) + ") u"))
     return out
+
+
+def item_category_sql(tables: frozenset[str]) -> str | None:
+    """One category per item from the catalogue (when there is one), for lines that carry none."""
+    if "items" not in tables:
+        return None
+    return "SELECT item_id, MIN(category) AS category FROM items WHERE category IS NOT NULL GROUP BY item_id"

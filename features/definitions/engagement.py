@@ -16,20 +16,26 @@ def families(t: str, tables: frozenset[str]) -> list[Family]:
     sums = []
     feats = [
         FeatureSpec("events_lifetime", "COALESCE(e.n_events, 0)", "numeric", "engagement", "events before T"),
-        FeatureSpec("days_since_last_event", "DATE_DIFF('second', e.last_event_at, T_) / 86400.0".replace("T_", t),
+        FeatureSpec("days_since_last_event", f"DATE_DIFF('second', e.last_event_at, {t}) / 86400.0",
                     "numeric", "engagement", "days since the last event"),
     ]
     for w in ENGAGEMENT_WINDOWS:
-        cond = f"occurred_at >= {t} - INTERVAL {w} DAY"
-        sums.append(f"SUM(CASE WHEN {cond} THEN 1 ELSE 0 END) AS events_{w}d")
+        sums.append(f"SUM(n_{w}d) AS events_{w}d")
         feats.append(FeatureSpec(f"events_{w}d", f"COALESCE(e.events_{w}d, 0)", "numeric", "engagement",
                                  f"events of any type in the last {w} days"))
         for typ in EVENT_TYPES:
-            sums.append(f"SUM(CASE WHEN type = '{typ}' AND {cond} THEN 1 ELSE 0 END) AS ev_{typ}_{w}d")
+            sums.append(f"SUM(CASE WHEN type = '{typ}' THEN n_{w}d ELSE 0 END) AS ev_{typ}_{w}d")
             feats.append(FeatureSpec(f"ev_{typ}_{w}d", f"COALESCE(e.ev_{typ}_{w}d, 0)", "numeric", "engagement",
                                      f"'{typ}' events in the last {w} days"))
+    windows = ", ".join(f"SUM(CASE WHEN occurred_at >= {t} - INTERVAL {w} DAY THEN 1 ELSE 0 END) AS n_{w}d"
+                        for w in ENGAGEMENT_WINDOWS)
+    # two stages: one pass over the events grouped by (member, type), then a pivot of that small relation
+    by_type = Step("evtype", f"""
+        SELECT member_id, type, COUNT(*) AS n, MAX(occurred_at) AS last_at, {windows}
+        FROM ev GROUP BY member_id, type""")
     step = Step("evagg", f"""
-        SELECT member_id, COUNT(*) AS n_events, MAX(occurred_at) AS last_event_at,
+        SELECT member_id, SUM(n) AS n_events, MAX(last_at) AS last_event_at,
           {', '.join(sums)}
-        FROM ev GROUP BY member_id""")
-    return [Family("engagement", frozenset({"events"}), (step,), ("evagg e",), tuple(feats))]
+        FROM evtype GROUP BY member_id""")
+    return [Family("engagement", frozenset({"events"}), (by_type, step), ("evagg e",), tuple(feats),
+                   population=("evagg",))]

@@ -19,4 +19,4 @@ def families(t: str, tables: frozenset[str]) -> list[Family]:
           f"(((DAYOFYEAR(mem.birthday) - DAYOFYEAR({t})) % 365) + 365) % 365 END",
           "numeric", "calendar", "days until the next birthday (day-of-year arithmetic; ±1 day around 29 Feb)"),
     )
-    return [Family("members", frozenset({"members"}), (), ("mem",), feats)]
+    return [Family("members", frozenset({"members"}), (), ("mem",), feats, population=("mem",))]

@@ -87,6 +87,11 @@ base line), basket_extra_lines, engagement, taste_cluster, coupon/refund/review 
 affinity_<category> (sums to 1). `ground_truth_cycles.parquet`, one row per replenished (member, category):
 cycle_days, staple_item_id, first_purchase_at (may be after the member's activity ended), purchases_in_window.
 
+Campaigns with a known effect (features.synthetic.campaign)
+-----------------------------------------------------------
+`simulate_campaign_response(ground_truth, items, treated, send_at, control=...)` returns the extra orders a campaign
+causes (treated members only) and a truth table with each member's exact uplift (see that module).
+
 Messy stores (features.synthetic.messy)
 ---------------------------------------
 `messy=True` adds a known number of bad rows per ingestion rule (see that module); raw tables go to disk with
@@ -100,9 +105,10 @@ from features.synthetic.generator import (
     arrow_schema,
     generate,
 )
+from features.synthetic.campaign import CampaignResponse, simulate_campaign_response
 from features.synthetic.writer import generate_to_store, write_store
 
 __all__ = [
-    "CHUNK_MEMBERS", "DEFAULT_END", "DEFAULT_START", "SyntheticData", "arrow_schema", "generate", "generate_to_store",
+    "CampaignResponse", "simulate_campaign_response", "CHUNK_MEMBERS", "DEFAULT_END", "DEFAULT_START", "SyntheticData", "arrow_schema", "generate", "generate_to_store",
     "write_store",
 ]

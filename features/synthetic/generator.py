@@ -291,23 +291,27 @@ def generate(
     start: str = DEFAULT_START,
     end: str = DEFAULT_END,
     messy: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
     chunk_members: int = CHUNK_MEMBERS,
     on_chunk: Callable[[int, int], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> SyntheticData:
     """Generate a synthetic store of `n_members` members active from `start` to `end` (inclusive days), in memory.
 
-    Deterministic given (n_members, seed, start, end, chunk_members): `workers` changes the speed, never the data.
-    `on_chunk(done, total)` reports progress. With `messy`, `raw` holds the tables with known bad rows per rule.
+    Deterministic given (n_members, seed, start, end, chunk_members): `workers` (default: `default_workers()`) changes
+    the speed, never the data. `on_chunk(done, total)` / `on_step(message)` report progress. With `messy`, `raw` holds
+    the tables with known bad rows per rule.
     For stores too big for memory use `generate_to_store` (streams chunks to Parquet).
     """
     specs = chunk_specs(n_members, seed, start, end, chunk_members)
     cat = catalogue_for(n_members, seed)
     parts: list[ChunkResult] = []
-    for res in iter_chunks(specs, cat, workers):
+    for res in iter_chunks(specs, cat, default_workers() if workers is None else workers):
         parts.append(res)
         if on_chunk:
             on_chunk(len(parts), len(specs))
+        if on_step:
+            on_step(f"members chunk {len(parts)}/{len(specs)}")
     tables = {t: pa.concat_tables([p.tables[t] for p in parts]).combine_chunks() for t in ("members", "orders", "events")}
     tables["items"] = cat.table()
     meta = _meta(n_members, seed, specs, parts, {t: tab.num_rows for t, tab in tables.items()}, messy, chunk_members)
@@ -320,6 +324,8 @@ def generate(
     if messy:
         from features.synthetic.messy import inject
 
+        if on_step:
+            on_step("messy rows")
         data.raw, data.injections = inject(tables, np.random.default_rng(np.random.SeedSequence([int(seed), 2])))
     return data
 

@@ -136,7 +136,7 @@ def _replenishment(rng: np.random.Generator, pop: Population, cat: Catalogue) ->
     starts = np.r_[0, np.cumsum(k)[:-1]]
     gaps[starts[k > 0]] = 0.0  # the first purchase is at `first`
     cs = np.cumsum(gaps)
-    t = first[pair] + cs - np.repeat(cs[starts[k > 0]] if pair.size else cs[:0], k[k > 0])
+    t = first[pair] + cs - np.repeat(cs[starts[k > 0]], k[k > 0])
     ends = np.cumsum(k)[k > 0] - 1
     if ends.size and np.any(t[ends] < b[k > 0]):
         raise RuntimeError("replenishment draw did not cover the active window (increase the safety margin)")

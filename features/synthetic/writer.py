@@ -22,6 +22,7 @@ from features.synthetic.generator import (
     arrow_schema,
     catalogue_for,
     chunk_specs,
+    default_workers,
     generate,
     iter_chunks,
 )
@@ -86,9 +87,10 @@ def generate_to_store(
     start: str = DEFAULT_START,
     end: str = DEFAULT_END,
     messy: bool = False,
-    workers: int = 1,
+    workers: int | None = None,
     chunk_members: int = CHUNK_MEMBERS,
     on_chunk: Callable[[int, int], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Generate and write a store in one go; returns the metadata written to `synthetic.json`.
 
@@ -99,7 +101,7 @@ def generate_to_store(
     """
     if messy:
         data = generate(n_members, seed, start=start, end=end, messy=True, workers=workers,
-                        chunk_members=chunk_members, on_chunk=on_chunk)
+                        chunk_members=chunk_members, on_chunk=on_chunk, on_step=on_step)
         write_store(data, out)
         return data.meta
     specs = chunk_specs(n_members, seed, start, end, chunk_members)
@@ -111,7 +113,7 @@ def generate_to_store(
     writers = {t: pq.ParquetWriter(tmp[t], arrow_schema(t), **parquet_options(arrow_schema(t))) for t in tables}
     gts, cycles, parts, rows = [], [], [], dict.fromkeys(tables, 0)
     try:
-        for res in iter_chunks(specs, cat, workers):
+        for res in iter_chunks(specs, cat, default_workers() if workers is None else workers):
             for t in tables:
                 writers[t].write_table(res.tables[t], row_group_size=1 << 20)
                 rows[t] += res.tables[t].num_rows
@@ -121,6 +123,8 @@ def generate_to_store(
             parts.append(res)
             if on_chunk:
                 on_chunk(len(parts), len(specs))
+            if on_step:
+                on_step(f"members chunk {len(parts)}/{len(specs)} written")
         for w in writers.values():
             w.close()
         for t in tables:

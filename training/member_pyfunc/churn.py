@@ -27,6 +27,7 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         self.spec = spec
         self.calibrator = calibrator or Calibrator()
         self._templates = templates_for(spec.columns) if spec is not None else None
+        self.threads = 1  # LightGBM threads for big batches (0 = all cores; OpenMP stalls on a busy shared machine)
 
     # -- persistence (artifacts are plain files: LightGBM text model + JSON) --
     def save_artifacts(self, folder: Path) -> dict[str, str]:
@@ -44,10 +45,12 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         self.spec = FeatureSpec.load(a["spec"])
         self.calibrator = Calibrator.load(a["calibrator"])
         self._templates = templates_for(self.spec.columns)
+        self.threads = 1
 
     # -- scoring --
     def margin(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(self.spec.matrix(frame), raw_score=True, num_threads=threads_for(len(frame)))
+        return self.booster.predict(self.spec.matrix(frame), raw_score=True,
+                                    num_threads=threads_for(len(frame), self.threads))
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probability per row."""
@@ -56,12 +59,12 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         x = self.spec.matrix(frame)
-        threads = threads_for(len(frame))
+        threads = threads_for(len(frame), self.threads)
         margin = self.booster.predict(x, raw_score=True, num_threads=threads)
         cols = {MEMBER_ID: member_ids(frame), "churn_probability": self.calibrator(margin)}
         if params is None or params.get("reasons", True):
             contrib = self.booster.predict(x, pred_contrib=True, num_threads=threads)
-            reasons = top_reasons(contrib, frame, self.spec.columns, N_REASONS, self._templates)
+            reasons = top_reasons(contrib, frame, self.spec.columns, N_REASONS, self._templates, x)
         else:
             reasons = [np.full(len(frame), "", dtype=object) for _ in range(N_REASONS)]
         for i, r in enumerate(reasons, start=1):

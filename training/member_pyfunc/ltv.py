@@ -32,6 +32,7 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         self.boosters = boosters or {}
         self.spec = spec
         self.horizon_days = horizon_days
+        self.threads = 1  # LightGBM threads for big batches (0 = all cores)
 
     def save_artifacts(self, folder: Path) -> dict[str, str]:
         folder = Path(folder)
@@ -61,7 +62,7 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         return self._value(self.spec.matrix(frame))
 
     def _value(self, x: np.ndarray) -> np.ndarray:
-        t = threads_for(len(x))
+        t = threads_for(len(x), getattr(self, "threads", 1))
         if self.kind == "tweedie":
             v = self.boosters["value"].predict(x, num_threads=t)
         else:

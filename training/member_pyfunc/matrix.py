@@ -109,6 +109,10 @@ def member_ids(frame: pd.DataFrame) -> np.ndarray:
     return ids.astype(str)
 
 
-def threads_for(rows: int) -> int:
-    """LightGBM threads for a predict call: one for small inputs (thread start-up costs ~1 ms), else all (0)."""
-    return 1 if rows < 2000 else 0
+def threads_for(rows: int, big: int = 1) -> int:
+    """LightGBM threads for a predict call: one for small inputs (thread start-up costs ~1 ms), else `big`.
+
+    `big` defaults to 1 too: on a small machine shared with other work, OpenMP threads that wait on busy cores make
+    prediction many times slower; set a model's `threads = 0` to use every core on a dedicated scoring machine.
+    """
+    return 1 if rows < 2000 else big

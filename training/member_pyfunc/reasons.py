@@ -77,26 +77,56 @@ def _recency_ratio(col: str) -> Template:
     return render
 
 
-def _trend(col: str) -> Template:
+def _trend(col: str, what: str) -> Template:
+    """trend = (last 90 days − prior 90) ÷ (their sum), in [−1, 1]: said as a percentage change."""
+
+    def phrase(t: float) -> str:
+        if not math.isfinite(t):
+            return f"no {what} in the last 180 days"
+        if t <= -0.999:
+            return f"no {what} in the last 90 days, after some in the 90 days before"
+        if t >= 0.999:
+            return f"all {what} in the last 90 days, none in the 90 days before"
+        change = 2 * t / (1 - t) * 100  # last ÷ prior − 1
+        return f"{what} in the last 90 days {'down' if change < 0 else 'up'} {abs(change):.0f}% on the 90 days before"
+
     def render(v: Values) -> list[str]:
-        x = v[col]
-        ratio = np.nanmax(np.abs(x)) <= 5 if len(x) and np.isfinite(x).any() else True
-        return [("spend in the last 90 days " + ("down " if t < 0 else "up ")
-                 + (f"{fmt_num(abs(t) * 100)}%" if ratio else fmt_num(abs(t))) + " on the 90 days before")
-                if math.isfinite(t) else "no spend trend yet" for t in x]
+        return [phrase(t) for t in v[col]]
 
     return render
 
 
+LABELS = {
+    "orders_lifetime": "orders so far", "spend_lifetime": "spend so far", "tenure_days": "days as a member",
+    "days_since_first_order": "days since the first order", "gap_mean_days": "usual days between orders",
+    "gap_std_days": "variation of days between orders", "gap_last_days": "days between the last two orders",
+    "orders_prior_90d": "orders in the 90 days before the last 90", "avg_order_value": "average order value",
+    "max_order_value": "largest order value", "items_per_order": "items per order",
+    "lines_per_order": "lines per order", "n_categories": "categories bought",
+    "category_entropy": "variety of categories bought", "top_category_share": "share of lines in the top category",
+    "top_category": "most-bought category", "discount_rate": "discount rate",
+    "discounted_order_share": "share of orders with a discount", "coupon_order_share": "share of orders with a coupon",
+    "refund_line_rate": "refund rate", "refund_amount_rate": "refunded share of spend", "n_refunds": "refunds",
+    "n_cancellations": "cancellations", "preferred_weekday": "usual order weekday (0 = Monday)",
+    "preferred_hour": "usual order hour", "evening_order_share": "share of evening orders",
+    "weekend_order_share": "share of weekend orders", "events_lifetime": "interactions so far",
+    "days_since_last_event": "days since the last interaction", "marketing_consent": "accepts marketing (1 = yes)",
+    "days_to_birthday": "days to birthday", "tier_rank": "loyalty tier (0 = lowest)",
+    "points_balance": "points balance", "spend_to_next_tier": "spend still needed for the next tier",
+}
 _DAYS_WINDOW = re.compile(r"^(?P<stem>.+?)_(?P<n>\d+)d$")
 _WORDS = {"n": "number of", "cnt": "count of", "avg": "average", "std": "spread of", "pct": "share of",
           "monetary": "spend", "frequency": "orders"}
 
 
 def humanize(column: str) -> str:
-    """'orders_90d' → 'orders in the last 90 days'; 'refund_rate' → 'refund rate'."""
+    """'orders_90d' → 'orders in the last 90 days'; 'ev_login_30d' → 'login events in the last 30 days'."""
+    if column in LABELS:
+        return LABELS[column]
     m = _DAYS_WINDOW.match(column)
     stem, suffix = (m["stem"], f" in the last {m['n']} days") if m else (column, "")
+    if stem.startswith("ev_"):
+        stem = stem.removeprefix("ev_") + "_events"
     return " ".join(_WORDS.get(w, w) for w in stem.split("_") if w) + suffix
 
 
@@ -105,6 +135,8 @@ def _generic(column: str) -> Template:
 
     def render(v: Values) -> list[str]:
         x = v[column]
+        if x.dtype == np.float64 and column.endswith(("_share", "_rate")):
+            return [f"{label}: {fmt_num(t * 100)}%" for t in x]
         if x.dtype == np.float64:
             whole = bool(np.all(~np.isfinite(x) | (np.abs(x - np.round(x)) < 1e-9)))
             return [f"{label}: {fmt_num(t, 0 if whole else 2)}" for t in x]
@@ -121,18 +153,31 @@ def templates_for(columns: list[str]) -> dict[str, Template]:
             out[c] = _recency
         elif c in ("recency_over_gap", "recency_gap_ratio", "recency_to_mean_gap"):
             out[c] = _recency_ratio(c)
-        elif c in ("spend_trend", "monetary_trend", "trend_spend_90d", "spend_trend_90d"):
-            out[c] = _trend(c)
+        elif c in ("spend_trend", "monetary_trend"):
+            out[c] = _trend(c, "spend")
+        elif c == "orders_trend":
+            out[c] = _trend(c, "orders")
         else:
             out[c] = _generic(c)
     return out
 
 
+SPECIFIC = frozenset({"recency_days", "days_since_last_order", "recency_over_gap", "recency_gap_ratio",
+                      "recency_to_mean_gap", "spend_trend", "monetary_trend", "orders_trend"})
+
+
 def top_reasons(contrib: np.ndarray, frame: pd.DataFrame, columns: list[str], k: int = 3,
-                templates: dict[str, Template] | None = None) -> list[np.ndarray]:
-    """Return k object arrays (reason_1..k) of phrases for each row's top positive contributions ('' when fewer)."""
+                templates: dict[str, Template] | None = None, x: np.ndarray | None = None) -> list[np.ndarray]:
+    """Return k object arrays (reason_1..k) of phrases for each row's top positive contributions ('' when fewer).
+
+    With `x` (the model's input matrix), a missing value of a feature without a specific phrase is not given as a
+    reason ("age: unknown" explains nothing to a member or a marketer).
+    """
     n = len(frame)
-    feats = np.asarray(contrib, dtype=np.float64)[:, : len(columns)]  # the last column is the bias term
+    feats = np.array(contrib, dtype=np.float64)[:, : len(columns)]  # the last column is the bias term
+    if x is not None:
+        generic = np.array([c not in SPECIFIC for c in columns])
+        feats[np.isnan(x) & generic[None, :]] = 0.0
     templates = templates or templates_for(columns)
     k_eff = min(k, feats.shape[1])
     if n == 0:

@@ -83,15 +83,22 @@ def summarise_history(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: 
         paid = paid.merge(undone.assign(_undone=True), on=key, how="left")
         paid = paid[paid["_undone"].isna()].drop(columns="_undone")
     amount = paid["amount"] if "amount" in paid.columns else pd.Series(np.nan, index=paid.index)
-    lines = pd.DataFrame({"member_id": paid["member_id"].astype("string"), "item_id": paid["item_id"].astype("string"),
-                          "order_id": paid["order_id"], "at": paid["ordered_at"], "amount": amount.astype(float)})
-    g = lines.groupby(["member_id", "item_id"], sort=False)
+    # integer codes first: grouping on ints is far faster than on strings
+    mc, mu = pd.factorize(paid["member_id"].astype("string"))
+    ic, iu = pd.factorize(paid["item_id"].astype("string"))
+    oc, _ = pd.factorize(paid["order_id"])
+    lines = pd.DataFrame({"m": mc, "i": ic, "o": oc, "at": paid["ordered_at"].to_numpy(),
+                          "amount": amount.to_numpy(dtype=float, na_value=np.nan)})
+    g = lines.groupby(["m", "i"], sort=False)
     bought = pd.DataFrame({
-        "n_bought": g["order_id"].nunique().astype(float),
+        "n_bought": lines.drop_duplicates(["m", "i", "o"]).groupby(["m", "i"], sort=False).size().astype(float),
         "first_bought_at": g["at"].min(),
         "last_bought_at": g["at"].max(),
         "spend": g["amount"].sum(min_count=1),
     })
+    bought.index = pd.MultiIndex.from_arrays(
+        [pd.Index(mu).take(bought.index.get_level_values(0)).astype("string"),
+         pd.Index(iu).take(bought.index.get_level_values(1)).astype("string")], names=["member_id", "item_id"])
     if events is not None and len(events):
         _require(events, ("member_id", "occurred_at", "type", "item_id"), "events")
         e = events[events["item_id"].notna() & events["type"].isin(["view", "cart", "favorite"])]
@@ -182,7 +189,7 @@ class RecsArtifacts:
 
     @cached_property
     def item_index(self) -> pd.Index:
-        return pd.Index(self.item_ids)
+        return pd.Index(self.item_ids.astype(object), dtype=object)  # object hashtable: fast small lookups
 
     @cached_property
     def yty(self) -> np.ndarray:
@@ -235,59 +242,73 @@ class HistoryBatch:
         return len(self.member_ids)
 
 
-def _days(as_of: pd.Timestamp, ts: pd.Series) -> np.ndarray:
-    t = pd.to_datetime(ts)
-    return ((as_of - t).dt.total_seconds() / 86400.0).to_numpy(dtype=float, na_value=np.nan)
+def _num(h: pd.DataFrame, name: str, keep: np.ndarray, default: float) -> np.ndarray:
+    """A numeric input column as float64 (missing column → default; unparseable values are an error)."""
+    if name not in h.columns:
+        return np.full(int(keep.sum()), default)
+    try:
+        return h[name].to_numpy(dtype=float, na_value=default)[keep]
+    except (TypeError, ValueError) as e:
+        raise HistoryError(f"column {name!r} must be numeric: {e}") from None
+
+
+def _age_days(h: pd.DataFrame, name: str, keep: np.ndarray, as_of: np.datetime64) -> np.ndarray:
+    """Days from a timestamp column to `as_of` (NaT or missing column → NaN)."""
+    if name not in h.columns:
+        return np.full(int(keep.sum()), np.nan)
+    s = h[name]
+    try:
+        arr = s.to_numpy(dtype="datetime64[us]") if pd.api.types.is_datetime64_any_dtype(s) else \
+            pd.to_datetime(s).to_numpy(dtype="datetime64[us]")
+    except (TypeError, ValueError) as e:
+        raise HistoryError(f"column {name!r} must hold timestamps: {e}") from None
+    return (as_of - arr[keep]) / np.timedelta64(1, "D")
 
 
 def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) -> HistoryBatch:
     """Validate a history summary and turn it into arrays. A member given only by a row with a null item_id is kept
-    (cold start); rows about items the model does not know are ignored."""
+    (cold start); rows about items the model does not know are ignored. Plain numpy on columns (no per-row work,
+    little pandas overhead: this is the one-member online path too)."""
     if "member_id" not in history.columns:
         raise HistoryError(f"model input needs a member_id column; it has {list(history.columns)}")
-    if history["member_id"].isna().any():
-        raise HistoryError(f"member_id is null in {int(history['member_id'].isna().sum())} input row(s)")
+    mid = history["member_id"].to_numpy(dtype=object)
+    if pd.isna(mid).any():
+        raise HistoryError(f"member_id is null in {int(pd.isna(mid).sum())} input row(s)")
     h = history
-    for c in ("item_id", "n_bought", "last_bought_at"):
-        if c not in h.columns:
-            if c == "item_id" or len(h) == h["member_id"].nunique():
-                h = h.assign(**{c: pd.NA if c == "item_id" else (0.0 if c == "n_bought" else pd.NaT)})
-            else:
-                raise HistoryError(f"history rows need column {c!r}")
-    as_of = pd.Timestamp(as_of)
-    members = pd.unique(h["member_id"].astype("string").to_numpy())
+    for c in ("n_bought", "last_bought_at"):
+        if c not in h.columns and "item_id" in h.columns and h["item_id"].notna().any():
+            raise HistoryError(f"history rows need column {c!r}")
+    as_of64 = np.datetime64(pd.Timestamp(as_of).to_datetime64(), "us")
+    mid = mid.astype(str)
+    members = pd.unique(mid)
     seg = np.full(len(members), -1, dtype=np.int32)
     if "segment" in h.columns and len(art.segments):
-        first = h.drop_duplicates("member_id")
-        s = pd.Index(art.segments).get_indexer(first["segment"].astype("string").fillna(""))
-        seg = pd.Series(s, index=first["member_id"].astype("string").to_numpy()).reindex(members).to_numpy(np.int32)
-    mpos = pd.Index(members).get_indexer(h["member_id"].astype("string"))
-    ipos = art.item_index.get_indexer(h["item_id"].astype("string"))
+        sv = h["segment"].to_numpy(dtype=object)
+        first = np.unique(mid, return_index=True)[1]
+        s = pd.Index(art.segments).get_indexer(pd.Series(sv[first]).fillna("").astype(str))
+        seg = pd.Series(s, index=mid[first]).reindex(members).to_numpy(np.int32)
+    mpos = np.arange(len(members)) if len(members) == len(mid) and (members == mid).all() else \
+        pd.Index(members, dtype=object).get_indexer(mid)
+    if "item_id" in h.columns:
+        items = h["item_id"].to_numpy(dtype=object)
+        ipos = art.item_index.get_indexer(np.where(pd.isna(items), "\x00", items).astype(str).astype(object))
+    else:
+        ipos = np.full(len(h), -1)
     keep = ipos >= 0
-    hk = h.loc[keep]
-
-    def col(name: str, default: Any) -> pd.Series:
-        return hk[name] if name in hk.columns else pd.Series(default, index=hk.index)
-
-    nb = pd.to_numeric(col("n_bought", 0.0), errors="coerce").to_numpy(dtype=float, na_value=0.0)
+    nb = _num(h, "n_bought", keep, 0.0)
     if (nb < 0).any():
         raise HistoryError("n_bought must be ≥ 0")
-    last = col("last_bought_at", pd.NaT)
-    days_last = _days(as_of, last)
-    if np.nanmin(np.append(days_last, np.inf)) < 0:
-        raise HistoryError(f"history has purchases after as_of {as_of} (point-in-time violation)")
-    days_first = _days(as_of, col("first_bought_at", pd.NaT))
-    seen = col("last_seen_at", pd.NaT)
-    days_seen = _days(as_of, seen)
-    days_seen = np.where(np.isnan(days_seen), days_last, days_seen)
+    days_last = _age_days(h, "last_bought_at", keep, as_of64)
+    if len(days_last) and np.nanmin(np.append(days_last, np.inf)) < 0:
+        raise HistoryError(f"history has purchases after as_of {pd.Timestamp(as_of)} (point-in-time violation)")
+    days_seen = _age_days(h, "last_seen_at", keep, as_of64)
     arrays = {
         "m": mpos[keep].astype(np.int64), "i": ipos[keep].astype(np.int64), "n_bought": nb,
-        "days_last": days_last, "days_first": days_first, "days_seen": days_seen,
-        **{c: pd.to_numeric(col(c, 0.0), errors="coerce").to_numpy(dtype=float, na_value=0.0)
-           for c in ("n_view", "n_cart", "n_favorite")},
-        "spend": pd.to_numeric(col("spend", np.nan), errors="coerce").to_numpy(dtype=float, na_value=np.nan),
+        "days_last": days_last, "days_first": _age_days(h, "first_bought_at", keep, as_of64),
+        "days_seen": np.where(np.isnan(days_seen), days_last, days_seen),
+        "n_view": _num(h, "n_view", keep, 0.0), "n_cart": _num(h, "n_cart", keep, 0.0),
+        "n_favorite": _num(h, "n_favorite", keep, 0.0), "spend": _num(h, "spend", keep, np.nan),
     }
-    # duplicates of (member, item) would double count: aggregate them away
     key = arrays["m"] * art.n_items + arrays["i"]
     order = np.argsort(key, kind="stable")
     arrays = {k: v[order] for k, v in arrays.items()}
@@ -561,8 +582,22 @@ def recommend(art: RecsArtifacts, history: pd.DataFrame, *, as_of: object | None
     """
     as_of = pd.Timestamp.now() if as_of is None else pd.Timestamp(as_of)
     hb = prepare_history(history, art, as_of)
-    cand = build_candidates(art, hb)
+    with _single_thread_blas(hb.b > 16):
+        cand = build_candidates(art, hb)
     return top_items(art, hb, cand, score_candidates(art, cand), top_n=top_n, apply_rules=apply_rules)
+
+
+def _single_thread_blas(active: bool) -> Any:
+    """Many tiny solves go faster on one BLAS thread (and do not fight other processes); optional dependency."""
+    import contextlib
+
+    if not active:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - serving images without threadpoolctl
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def top_items(art: RecsArtifacts, hb: HistoryBatch, cand: Candidates, score: np.ndarray, *,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .matrix import MEMBER_ID, FeatureSpec, member_ids
 from .replenishment import ReplenishmentParams, due_within, estimate_cycles
-from .timing_hazard import cdf_at, expected_days, median_days, person_period_matrix, validate_edges
+from .timing_hazard import ROLES, cdf_at, expected_days, median_days, person_period_matrix, role_indices, validate_edges
 
 REPORT_DAYS: tuple[int, ...] = (7, 14, 30, 60, 90)
 OUTPUT_COLUMNS = [MEMBER_ID] + [f"p_{d}" for d in REPORT_DAYS] + ["median_days", "expected_days",
@@ -48,6 +48,7 @@ class TimingModel(mlflow.pyfunc.PythonModel):
         self.meta.setdefault("report_days", list(REPORT_DAYS))
         self.meta.setdefault("replenishment", ReplenishmentParams().to_dict())
         self.meta.setdefault("chunk_members", 20_000)
+        self.meta.setdefault("roles", dict(ROLES))
 
     # -- persistence: LightGBM text model + JSON, nothing pickled --
     def save_artifacts(self, folder: Path) -> dict[str, str]:
@@ -75,23 +76,19 @@ class TimingModel(mlflow.pyfunc.PythonModel):
     def horizon_days(self) -> float:
         return float(self.meta["edges"][-1])
 
-    def _index(self, key: str) -> int | None:
-        name = self.meta.get(key)
-        return self.spec.columns.index(name) if name and name in self.spec.columns else None
-
     def hazards(self, frame: pd.DataFrame) -> np.ndarray:
         """Bin hazards (members × bins), predicted in chunks of members so memory stays bounded."""
         x = self.spec.matrix(frame)
         edges = self.edges
         n_bins = len(edges) - 1
-        ri, gi = self._index("recency_feature"), self._index("gap_feature")
+        idx = role_indices(self.spec.columns, self.meta["roles"])
         out = np.empty((len(x), n_bins), dtype=np.float64)
         step = int(self.meta.get("chunk_members", 20_000))
         for lo in range(0, len(x), step):
             part = x[lo:lo + step]
             member = np.repeat(np.arange(len(part)), n_bins)
             k = np.tile(np.arange(n_bins), len(part))
-            pp = person_period_matrix(part, member, k, edges, ri, gi)
+            pp = person_period_matrix(part, member, k, edges, idx)
             out[lo:lo + len(part)] = self.booster.predict(pp).reshape(len(part), n_bins)
         return out
 

@@ -21,6 +21,12 @@ BIN_START = "pp_bin_start"
 BIN_WIDTH = "pp_bin_width"
 ELAPSED = "pp_elapsed_days"
 ELAPSED_RATIO = "pp_elapsed_over_gap"
+RATE_LIFETIME = "pp_rate_lifetime"
+RECENCY_OVER_TENURE = "pp_recency_over_tenure"
+RATE_365 = "pp_rate_365d"
+#: Member features the derived columns are built from (by role), when the feature frame has them.
+ROLES: dict[str, str] = {"recency": "recency_days", "gap": "gap_mean_days", "orders": "orders_lifetime",
+                         "tenure": "days_since_first_order", "orders_365": "orders_365d"}
 
 _EPS = 1e-9
 
@@ -60,31 +66,56 @@ def expand_person_period(durations: np.ndarray, events: np.ndarray,
     return member, k.astype("int64"), y
 
 
-def pp_feature_names(columns: Sequence[str], recency_index: int | None, gap_index: int | None) -> list[str]:
-    """Column names of the person-period matrix built by `person_period_matrix`."""
+def role_indices(columns: Sequence[str], roles: dict[str, str] | None = None) -> dict[str, int]:
+    """Position of each role's feature (see ROLES) among the model's member columns, for those present."""
+    cols = list(columns)
+    return {role: cols.index(name) for role, name in (roles or ROLES).items() if name in cols}
+
+
+def pp_feature_names(columns: Sequence[str], idx: dict[str, int]) -> list[str]:
+    """Column names of the person-period matrix built by `person_period_matrix` with role indices `idx`."""
     names = list(columns) + [BIN_START, BIN_WIDTH]
-    if recency_index is not None:
+    if "orders" in idx and "tenure" in idx:
+        names.append(RATE_LIFETIME)
+    if "recency" in idx and "tenure" in idx:
+        names.append(RECENCY_OVER_TENURE)
+    if "orders_365" in idx and "tenure" in idx:
+        names.append(RATE_365)
+    if "recency" in idx:
         names.append(ELAPSED)
-        if gap_index is not None:
+        if "gap" in idx:
             names.append(ELAPSED_RATIO)
     return names
 
 
 def person_period_matrix(x: np.ndarray, member: np.ndarray, k: np.ndarray, edges: Sequence[float],
-                         recency_index: int | None = None, gap_index: int | None = None) -> np.ndarray:
-    """Member features (rows of `x`) repeated per bin, plus the bin's start and width and, when the recency and
-    mean-gap columns are known, the days elapsed since the last order at the bin's middle (and that ÷ the mean gap):
-    the clock a replenishing customer runs on, which trees otherwise need many splits to rebuild."""
+                         idx: dict[str, int] | None = None) -> np.ndarray:
+    """Member features (rows of `x`) repeated per bin, plus the bin's start and width, and, from the member
+    features whose roles are known (`idx`, see ROLES): the purchase rate over the member's life and the last 365 days,
+    recency ÷ tenure (what BG/NBD summarises a history by), and the days elapsed since the last order at the bin's
+    middle (and that ÷ the mean gap): the clock a replenishing customer runs on, which trees otherwise need many
+    splits to rebuild. Columns in the order of `pp_feature_names`."""
     e = validate_edges(edges)
+    idx = idx or {}
     start = e[k]
     width = e[k + 1] - e[k]
     extra = [start, width]
-    if recency_index is not None:
-        elapsed = x[member, recency_index] + start + width / 2
-        extra.append(elapsed)
-        if gap_index is not None:
-            gap = x[member, gap_index]
-            with np.errstate(divide="ignore", invalid="ignore"):
+
+    def col(role: str) -> np.ndarray:
+        return x[member, idx[role]]
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if "orders" in idx and "tenure" in idx:
+            extra.append(col("orders") / (col("tenure") + 1.0))
+        if "recency" in idx and "tenure" in idx:
+            extra.append(col("recency") / (col("tenure") + 1.0))
+        if "orders_365" in idx and "tenure" in idx:
+            extra.append(col("orders_365") / np.minimum(col("tenure") + 1.0, 365.0))
+        if "recency" in idx:
+            elapsed = col("recency") + start + width / 2
+            extra.append(elapsed)
+            if "gap" in idx:
+                gap = col("gap")
                 extra.append(np.where(gap > 0, elapsed / gap, np.nan))
     return np.hstack([x[member], np.column_stack(extra)])
 

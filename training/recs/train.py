@@ -141,17 +141,23 @@ def model_input(fc: FittedCandidates, members: np.ndarray) -> pd.DataFrame:
 
 
 def als_search(tables: Mapping[str, pd.DataFrame | None], cutoff: pd.Timestamp, truth: pd.DataFrame,
-               cfg: RecsConfig, log_nested: bool = False) -> tuple[CandidateConfig, list[dict[str, Any]]]:
-    """Pick ALS settings by ALS-alone NDCG@10 (unfiltered) on the validation split; optionally nested MLflow runs."""
+               cfg: RecsConfig, log_nested: bool = False
+               ) -> tuple[CandidateConfig, list[dict[str, Any]], FittedCandidates | None]:
+    """Pick ALS settings by ALS-alone NDCG@10 (unfiltered) on the validation split; optionally nested MLflow runs.
+
+    Returns (chosen config, one result row per setting tried, the fit of the chosen setting at `cutoff`)."""
     if not cfg.als_grid:
-        return cfg.candidates, []
+        return cfg.candidates, [], None
     members = pd.unique(truth["member_id"].to_numpy())
     results = []
+    best_fc, best_score = None, -1.0
     for grid in cfg.als_grid:
         cand = cfg.candidates.model_copy(update=grid)
         fc = fit_candidates(tables, cutoff, cand, cfg.rules)
         score = _ndcg(ev.als_baseline(fc, np.asarray(members), filter_bought=False), truth)
         results.append({**grid, "val_ndcg_at_10": score})
+        if score > best_score:
+            best_fc, best_score = fc, score
         if log_nested:
             import mlflow
 
@@ -160,7 +166,8 @@ def als_search(tables: Mapping[str, pd.DataFrame | None], cutoff: pd.Timestamp, 
                                                                "bm25_k1", "bm25_b"}), "cutoff": cutoff.date()})
                 mlflow.log_metric("val_ndcg_at_10", score)
     best = max(results, key=lambda r: r["val_ndcg_at_10"])
-    return cfg.candidates.model_copy(update={k: v for k, v in best.items() if k != "val_ndcg_at_10"}), results
+    chosen = cfg.candidates.model_copy(update={k: v for k, v in best.items() if k != "val_ndcg_at_10"})
+    return chosen, results, best_fc
 
 
 def run_backtest(tables: Mapping[str, pd.DataFrame | None], *, cutoff: Any, cfg: RecsConfig,
@@ -177,11 +184,11 @@ def run_backtest(tables: Mapping[str, pd.DataFrame | None], *, cutoff: Any, cfg:
         if tr.empty:
             raise ValueError(f"no purchases in the window [{c.date()}, +{h} days): nothing to evaluate against")
     _step(progress, f"ALS search on validation cutoff {val_cut.date()}")
-    cand_cfg, search = als_search(tables, val_cut, truths[val_cut], cfg, log_nested)
+    cand_cfg, search, fc_val = als_search(tables, val_cut, truths[val_cut], cfg, log_nested)
     frames: dict[pd.Timestamp, tuple[FittedCandidates, RankFrame]] = {}
     for c in cuts:
         _step(progress, f"candidates at {c.date()}")
-        fc = fit_candidates(tables, c, cand_cfg, cfg.rules)
+        fc = fc_val if (c == val_cut and fc_val is not None) else fit_candidates(tables, c, cand_cfg, cfg.rules)
         frames[c] = (fc, rank_frame(fc, truths[c]))
     fc_v, f_v = frames[val_cut]
     val = {"blend": _ndcg(_frame_recs(fc_v, f_v, blend_score(f_v.cand.X)), f_v.truth)}

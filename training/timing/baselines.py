@@ -1,8 +1,8 @@
 """Timing baselines on the same members and cutoff as the model: P(next paid order within d days).
 
-- `gap_baseline`: each member's mean inter-purchase gap g (between distinct paid order days before the cutoff; members
-  with a single order day get the median g of the others) as an exponential waiting time: P(within d) = 1 − e^(−d/g),
-  median g·ln 2.
+- `gap_baseline`: each member's mean inter-purchase gap g (between distinct paid order days before the cutoff;
+  members with a single order day get the median g of the others) as an exponential waiting time:
+  P(within d) = 1 − e^(−d/g), median g·ln 2.
 - `bgnbd_baseline`: BG/NBD (pymc-marketing, MAP fit on paid orders strictly before the cutoff) probability of at
   least one purchase in (T, T+d]; needs the `bench` extra (see `training.baselines.has_pymc_marketing`).
 """

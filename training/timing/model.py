@@ -19,7 +19,8 @@ import pandas as pd
 
 from training.member_pyfunc.matrix import FeatureSpec
 from training.member_pyfunc.timing import TimingModel
-from training.member_pyfunc.timing_hazard import expand_person_period, person_period_matrix, pp_feature_names
+from training.member_pyfunc.timing_hazard import (ROLES, expand_person_period, person_period_matrix,
+                                                  pp_feature_names, role_indices)
 from training.timing.config import REPORT_DAYS, TimingConfig
 
 DURATION = "days_to_next"
@@ -72,13 +73,13 @@ def _check_training_frame(frame: pd.DataFrame, name: str) -> None:
         raise ValueError(f"{name} frame: {DURATION} must be a non-negative number of days (found null or negative)")
 
 
-def person_period(frame: pd.DataFrame, spec: FeatureSpec, edges: Sequence[float], recency_index: int | None,
-                  gap_index: int | None) -> tuple[np.ndarray, np.ndarray]:
+def person_period(frame: pd.DataFrame, spec: FeatureSpec, edges: Sequence[float],
+                  idx: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """(person-period matrix, 0/1 targets) for a frame with features, days_to_next and next_observed."""
     x = spec.matrix(frame)
     member, k, y = expand_person_period(frame[DURATION].to_numpy(dtype="float64"),
                                         frame[EVENT].to_numpy(dtype="float64") > 0.5, edges)
-    return person_period_matrix(x, member, k, edges, recency_index, gap_index), y
+    return person_period_matrix(x, member, k, edges, idx), y
 
 
 def fit_timing_model(train: pd.DataFrame, valid: pd.DataFrame | None = None, *,
@@ -100,14 +101,14 @@ def fit_timing_model(train: pd.DataFrame, valid: pd.DataFrame | None = None, *,
     spec = FeatureSpec.from_frame(train, exclude=set(NON_FEATURES) | set(exclude))
     if not spec.columns:
         raise ValueError("training frame has no feature columns")
-    ri = spec.columns.index(config.hazard.recency_feature) if config.hazard.recency_feature in spec.columns else None
-    gi = spec.columns.index(config.hazard.gap_feature) if config.hazard.gap_feature in spec.columns else None
-    names = pp_feature_names(spec.columns, ri, gi)
+    roles = {**ROLES, "recency": config.hazard.recency_feature, "gap": config.hazard.gap_feature}
+    idx = role_indices(spec.columns, roles)
+    names = pp_feature_names(spec.columns, idx)
     params = lgb_params(config)
     cat = spec.categorical_indices
 
     def dataset(frame: pd.DataFrame, reference: Any = None) -> tuple[Any, int]:
-        x, y = person_period(frame, spec, edges, ri, gi)
+        x, y = person_period(frame, spec, edges, idx)
         return lgb.Dataset(x, label=y, feature_name=names, categorical_feature=cat, reference=reference,
                            free_raw_data=True), len(y)
 
@@ -129,8 +130,7 @@ def fit_timing_model(train: pd.DataFrame, valid: pd.DataFrame | None = None, *,
         booster = lgb.train(params, dtrain, num_boost_round=best_iter)
     meta = {
         "edges": edges, "max_days": float(config.hazard.max_days), "report_days": list(REPORT_DAYS),
-        "recency_feature": spec.columns[ri] if ri is not None else None,
-        "gap_feature": spec.columns[gi] if gi is not None else None,
+        "roles": roles,
         "replenishment": config.replenishment.to_dict(), "approach": APPROACH,
     }
     importance = pd.Series(booster.feature_importance("gain"), index=names).sort_values(ascending=False)

@@ -1,0 +1,121 @@
+"""Batch scoring at scale (issue 8): a synthetic store of N members (default 1,000,000) scored end to end by
+`serving.batch.score_store` with the four champion models: wall time, members per second, the share of time in
+features / models / writing, and peak RSS. Target: 1M members in ≤ 5 minutes and ≤ 8 GB on the 2-core machine.
+
+The models are trained once on a small store (benchmarks/serving_store.py, tiny settings): model quality does not
+change scoring cost much, the feature pipeline, the loyalty ledger and the recommender's candidate scoring do. The
+scoring runs in a fresh subprocess so its peak RSS is its own (not the generator's or the trainer's).
+
+Usage: `python -m benchmarks.run batch` or `python -m benchmarks.bench_batch [--members N] [--chunk-size C]`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import write_result
+
+AS_OF = "2025-10-01"
+TARGET_S = 300.0
+TARGET_MIB = 8192.0
+
+
+def _score_in_subprocess(store: Path, out: Path, tracking_uri: str, chunk_size: int,
+                         workers: int) -> dict[str, Any]:
+    code = (
+        "import json, resource, sys\n"
+        "from pathlib import Path\n"
+        "from features.store import Store\n"
+        "from serving.batch import score_store\n"
+        "from serving.models import load_models\n"
+        f"ms = load_models(['churn', 'ltv', 'timing', 'recs'], 'champion', {tracking_uri!r})\n"
+        "assert not ms.unavailable, ms.unavailable\n"
+        f"m = score_store(Store({str(store)!r}), {AS_OF!r}, Path({str(out)!r}), ms, chunk_size={chunk_size}, "
+        f"workers={workers})\n"
+        "m['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "m['worker_peak_rss_mib'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print('RESULT ' + json.dumps(m, default=str))\n"
+    )
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parent.parent)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"scoring failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    line = next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))
+    m = json.loads(line.removeprefix("RESULT "))
+    m["process_wall_s"] = wall
+    return m
+
+
+def run(members: int, chunk_size: int, workers: int = 2, keep: Path | None = None) -> dict[str, Any]:
+    from benchmarks.serving_store import build_trained_store
+    from features.synthetic import generate_to_store
+
+    work = keep or Path(tempfile.mkdtemp(prefix="bench_batch_"))
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "models" / "mlflow.db").exists():
+        (work / "models").mkdir(exist_ok=True)
+        build_trained_store(work / "models")
+    store = work / f"store_{members}"
+    t0 = time.perf_counter()
+    if not (store / "orders.parquet").exists():
+        generate_to_store(members, 7, store)
+    gen_s = time.perf_counter() - t0
+    load_before = os.getloadavg()[0]
+    m = _score_in_subprocess(store, work / "scores", f"sqlite:///{work / 'models' / 'mlflow.db'}", chunk_size,
+                             workers)
+    sec = m["seconds"]
+    total = sec["total"]
+    figures = {
+        "members": m["members"], "chunks": m["chunks"], "chunk_size": chunk_size,
+        "score_s": round(total, 1), "members_per_s": round(m["members"] / total, 1),
+        "features_s": round(sec["features"], 1), "models_s": round(sec["models"], 1),
+        "writing_s": round(sec["writing"], 1), "partition_s": round(sec["partition"], 1),
+        "share_features": round(sec["features"] / total, 3), "share_models": round(sec["models"] / total, 3),
+        "share_writing": round(sec["writing"] / total, 3),
+        "workers": m["workers"], "parent_peak_rss_mib": round(m["peak_rss_mib"], 1),
+        "worker_peak_rss_mib": round(m["worker_peak_rss_mib"], 1),
+        # parent + every worker at its own peak at once: an upper bound of the job's resident memory
+        "peak_rss_mib": round(m["peak_rss_mib"] + m["workers"] * m["worker_peak_rss_mib"]
+                              if m["workers"] > 1 else m["peak_rss_mib"], 1),
+        "process_wall_s": round(m["process_wall_s"], 1),
+        "load_average_before": round(load_before, 1), "load_average_after": round(os.getloadavg()[0], 1),
+    }
+    units = {k: "s" for k in figures if k.endswith("_s")}
+    units.update({"members": "members", "chunks": "count", "chunk_size": "members", "members_per_s": "members/s",
+                  "peak_rss_mib": "MiB (parent + workers, each at its peak)", "parent_peak_rss_mib": "MiB",
+                  "worker_peak_rss_mib": "MiB (largest worker)", "workers": "processes", "share_features": "fraction of score_s", "share_models": "fraction of score_s",
+                  "share_writing": "fraction of score_s", "load_average_before": "1-min load average",
+                  "load_average_after": "1-min load average"})
+    notes = {
+        "store": f"features.synthetic n={members} seed=7 (generated in {gen_s:.0f} s, not counted)",
+        "as_of": AS_OF, "target": f"1,000,000 members in ≤ {TARGET_S:.0f} s and ≤ {TARGET_MIB:.0f} MiB",
+        "met": bool(total <= TARGET_S * members / 1_000_000 and m["peak_rss_mib"] <= TARGET_MIB),
+        "stages_s": sec, "models": m["models"],
+    }
+    return {"figures": figures, "units": units, "notes": notes}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--members", type=int, default=1_000_000)
+    p.add_argument("--chunk-size", type=int, default=50_000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--keep", type=Path, default=None, help="work folder to keep (reuses a store/models there)")
+    args = p.parse_args(argv or [])  # `python -m benchmarks.run batch` calls main() without arguments
+    res = run(args.members, args.chunk_size, args.workers, args.keep)
+    path = write_result("batch", figures=res["figures"], units=res["units"], notes=res["notes"], merge=False)
+    print(json.dumps(res["figures"], indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Campaign audiences from batch scores, and their evaluation (treated vs control)."""

@@ -1,0 +1,131 @@
+"""The champion models composed for any number of members: the one code path behind /score and batch scoring.
+
+Each model is called exactly as serving calls it (`python_model.predict(None, frame, params)`), and its raw output is
+turned into named columns here, once: `churn_columns`, `ltv_columns`, `timing_columns`, `recs_columns`. The online
+service takes row 0 of these frames and wraps it into its response models (`churn_answer`, `ltv_answer`,
+`next_purchase_answer`, `recommendation_answers`); batch scoring (serving/batch.py) writes the same columns for every
+member. So one member's batch row and the /score answer come from the same functions (tested).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import MEMBER_ID
+from serving.schemas import Churn, Ltv, NextPurchase, Recommendation
+
+PROBABILITY_PREFIX = "p_"
+TIMING_SUMMARY = ("median_days", "expected_days", "next_purchase_date")
+RECS_LISTS = ("rec_items", "rec_scores", "rec_reasons")
+
+
+def _num(v: Any) -> float | None:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    f = float(v)
+    return None if math.isnan(f) else f
+
+
+def probability_days(columns: Sequence[str]) -> list[str]:
+    """The horizons d (as strings) of the timing model's `p_<d>` columns, in column order."""
+    return [c.removeprefix(PROBABILITY_PREFIX) for c in columns
+            if c.startswith(PROBABILITY_PREFIX) and c.removeprefix(PROBABILITY_PREFIX).isdigit()]
+
+
+# --------------------------------------------------------------------------------------------------- model calls
+
+def churn_columns(model: Any, feats: pd.DataFrame, top_reasons: int) -> pd.DataFrame:
+    """member_id, churn_probability, churn_reasons (the model's non-empty reasons, at most `top_reasons`)."""
+    res = model.predict(None, feats)
+    reason_cols = [c for c in res.columns if c.startswith("reason_")]
+    reasons = res[reason_cols].to_numpy(dtype=object) if reason_cols else np.empty((len(res), 0), dtype=object)
+    lists = [[str(r) for r in row if isinstance(r, str) and r][:top_reasons] for row in reasons]
+    return pd.DataFrame({MEMBER_ID: res[MEMBER_ID].astype("string").to_numpy(),
+                         "churn_probability": res["churn_probability"].astype("float64").to_numpy(),
+                         "churn_reasons": lists})
+
+
+def ltv_columns(model: Any, feats: pd.DataFrame) -> pd.DataFrame:
+    """member_id, ltv (expected paid spend over the model's horizon)."""
+    res = model.predict(None, feats)
+    return pd.DataFrame({MEMBER_ID: res[MEMBER_ID].astype("string").to_numpy(),
+                         "ltv": res["ltv"].astype("float64").to_numpy()})
+
+
+def timing_columns(model: Any, feats: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """member_id, p_<d> (P(next order within d days)), median_days, expected_days, next_purchase_date."""
+    res = model.predict(None, feats, params={"as_of": as_of})
+    probs = [f"{PROBABILITY_PREFIX}{d}" for d in probability_days(res.columns)]
+    out = pd.DataFrame({MEMBER_ID: res[MEMBER_ID].astype("string").to_numpy()})
+    for c in probs:
+        out[c] = res[c].astype("float64").to_numpy()
+    for c in ("median_days", "expected_days"):
+        out[c] = res[c].astype("float64").to_numpy() if c in res.columns else np.nan
+    date = res["next_purchase_date"] if "next_purchase_date" in res.columns else pd.Series(pd.NaT, index=res.index)
+    out["next_purchase_date"] = pd.to_datetime(date).dt.normalize().astype("datetime64[us]").to_numpy()
+    return out
+
+
+def recommend_frame(model: Any, history: pd.DataFrame, member_ids: Sequence[str], top_n: int,
+                    as_of: pd.Timestamp) -> pd.DataFrame:
+    """The recs model's ranked rows (member_id, rank, item_id, score, reason) for `member_ids`.
+
+    `history` is the members' item summary (the online table's `recent_items` rows, or `summarise_history`);
+    members without any row get a bare member_id row: the model's popularity fallback for new members.
+    """
+    ids = pd.Series(list(member_ids), dtype="string")
+    known = set(history[MEMBER_ID].astype("string")) if len(history) else set()
+    bare = ids[~ids.isin(known)]
+    frame = history
+    if len(bare):
+        frame = pd.concat([history, pd.DataFrame({MEMBER_ID: bare.to_numpy()})], ignore_index=True) \
+            if len(history) else pd.DataFrame({MEMBER_ID: pd.array(bare.to_numpy(), dtype="string")})
+    if len(frame) == 0:
+        return pd.DataFrame(columns=[MEMBER_ID, "rank", "item_id", "score", "reason"])
+    return model.predict(None, frame, params={"top_n": int(top_n), "as_of": as_of})
+
+
+def recs_columns(ranked: pd.DataFrame, member_ids: Sequence[str], top_n: int) -> pd.DataFrame:
+    """member_id, rec_items, rec_scores, rec_reasons: each member's top `top_n` as lists in rank order."""
+    r = ranked.sort_values([MEMBER_ID, "rank"], kind="mergesort").groupby(MEMBER_ID, sort=False).head(top_n)
+    g = r.groupby(MEMBER_ID, sort=False)
+    lists = pd.DataFrame({
+        "rec_items": g["item_id"].agg(lambda s: [str(x) for x in s]),
+        "rec_scores": g["score"].agg(lambda s: [float(x) for x in s]),
+        "rec_reasons": g["reason"].agg(lambda s: [str(x) for x in s]),
+    })
+    lists.index = lists.index.astype("string")
+    out = pd.DataFrame({MEMBER_ID: pd.array(list(member_ids), dtype="string")})
+    out = out.join(lists, on=MEMBER_ID)
+    for c in RECS_LISTS:
+        out[c] = [v if isinstance(v, list) else [] for v in out[c]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ answers from a row
+
+def churn_answer(row: pd.Series | dict[str, Any]) -> Churn:
+    return Churn(probability=float(row["churn_probability"]), reasons=list(row["churn_reasons"]))
+
+
+def ltv_answer(row: pd.Series | dict[str, Any]) -> Ltv:
+    return Ltv(value=float(row["ltv"]))
+
+
+def next_purchase_answer(row: pd.Series | dict[str, Any]) -> NextPurchase:
+    keys = row.index if isinstance(row, pd.Series) else list(row)
+    probs = {d: float(row[f"{PROBABILITY_PREFIX}{d}"]) for d in probability_days(list(keys))}
+    date = row.get("next_purchase_date")
+    return NextPurchase(probability_within_days=probs, median_days=_num(row.get("median_days")),
+                        expected_days=_num(row.get("expected_days")),
+                        expected_date=None if date is None or pd.isna(date) else pd.Timestamp(date).date())
+
+
+def recommendation_answers(ranked: pd.DataFrame, n: int) -> list[Recommendation]:
+    """The first `n` ranked rows of one member as response items (ranks renumbered 1..n)."""
+    return [Recommendation(rank=i + 1, item_id=str(r.item_id), score=float(r.score), reason=str(r.reason))
+            for i, r in enumerate(ranked.head(n).itertuples(index=False))]
