@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= data/demo
 DEMO_MEMBERS ?= 5000
+DEMO_AS_OF ?= 2026-01-01
 export MPLBACKEND := Agg
 
 .PHONY: demo test test-fast bench serve clean-demo install
@@ -22,6 +23,13 @@ demo: $(STAMP)
 	$(BIN)/member-ml generate --members $(DEMO_MEMBERS) --seed 7 --out $(DEMO_DIR)/raw --messy
 	$(BIN)/member-ml ingest --source parquet --path $(DEMO_DIR)/raw --out $(DEMO_DIR)/store
 	$(BIN)/member-ml summary --store $(DEMO_DIR)/store
+	$(BIN)/member-ml loyalty --store $(DEMO_DIR)/store --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)/loyalty.parquet
+	$(BIN)/member-ml train churn --store $(DEMO_DIR)/store
+	$(BIN)/member-ml train ltv --store $(DEMO_DIR)/store --horizon 180
+	$(BIN)/member-ml train timing --store $(DEMO_DIR)/store
+	$(BIN)/member-ml train recs --store $(DEMO_DIR)/store
+	$(BIN)/member-ml models
+	$(BIN)/member-ml online build --store $(DEMO_DIR)/store --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)/online.duckdb
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --timeout 900
@@ -33,7 +41,7 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run
 
-serve: $(STAMP)  ## online scoring on http://127.0.0.1:3000 (models: champion aliases; table: data/demo/online.duckdb)
+serve: $(STAMP)  ## online scoring on http://127.0.0.1:3000 (models: serving/models.lock.yaml from `member-ml serve import`, else champion aliases; table: data/demo/online.duckdb)
 	$(BIN)/bentoml serve serving.service:MemberScoring --host 127.0.0.1 --port $${PORT:-3000}
 
 clean-demo:

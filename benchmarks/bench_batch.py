@@ -41,6 +41,8 @@ def _score_in_subprocess(store: Path, out: Path, tracking_uri: str, chunk_size: 
         f"workers={workers})\n"
         "m['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
         "m['worker_peak_rss_mib'] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "cpu = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]\n"
+        "m['cpu_s'] = sum(r.ru_utime + r.ru_stime for r in cpu)\n"
         "print('RESULT ' + json.dumps(m, default=str))\n"
     )
     t0 = time.perf_counter()
@@ -74,31 +76,38 @@ def run(members: int, chunk_size: int, workers: int = 2, keep: Path | None = Non
                              workers)
     sec = m["seconds"]
     total = sec["total"]
+    work_s = sec["features"] + sec["models"] + sec["writing"]  # process-seconds (summed over workers)
     figures = {
         "members": m["members"], "chunks": m["chunks"], "chunk_size": chunk_size,
         "score_s": round(total, 1), "members_per_s": round(m["members"] / total, 1),
         "features_s": round(sec["features"], 1), "models_s": round(sec["models"], 1),
         "writing_s": round(sec["writing"], 1), "partition_s": round(sec["partition"], 1),
-        "share_features": round(sec["features"] / total, 3), "share_models": round(sec["models"] / total, 3),
-        "share_writing": round(sec["writing"] / total, 3),
+        "share_features": round(sec["features"] / work_s, 3), "share_models": round(sec["models"] / work_s, 3),
+        "share_writing": round(sec["writing"] / work_s, 3),
         "workers": m["workers"], "parent_peak_rss_mib": round(m["peak_rss_mib"], 1),
         "worker_peak_rss_mib": round(m["worker_peak_rss_mib"], 1),
         # parent + every worker at its own peak at once: an upper bound of the job's resident memory
         "peak_rss_mib": round(m["peak_rss_mib"] + m["workers"] * m["worker_peak_rss_mib"]
                               if m["workers"] > 1 else m["peak_rss_mib"], 1),
         "process_wall_s": round(m["process_wall_s"], 1),
+        # CPU time of the scoring process and its workers (start-up included): on a quiet 2-core machine the wall
+        # time is about cpu_s / 2; on a shared one the wall time also holds the waiting for a core
+        "cpu_s": round(m["cpu_s"], 1), "members_per_cpu_s": round(m["members"] / m["cpu_s"], 1),
         "load_average_before": round(load_before, 1), "load_average_after": round(os.getloadavg()[0], 1),
     }
     units = {k: "s" for k in figures if k.endswith("_s")}
-    units.update({"members": "members", "chunks": "count", "chunk_size": "members", "members_per_s": "members/s",
+    units.update({"members_per_cpu_s": "members per CPU-second", "members": "members", "chunks": "count",
+                  "chunk_size": "members", "members_per_s": "members/s",
                   "peak_rss_mib": "MiB (parent + workers, each at its peak)", "parent_peak_rss_mib": "MiB",
-                  "worker_peak_rss_mib": "MiB (largest worker)", "workers": "processes", "share_features": "fraction of score_s", "share_models": "fraction of score_s",
-                  "share_writing": "fraction of score_s", "load_average_before": "1-min load average",
+                  "worker_peak_rss_mib": "MiB (largest worker)", "workers": "processes",
+                  "share_features": "fraction of features_s + models_s + writing_s",
+                  "share_models": "fraction", "share_writing": "fraction", "load_average_before": "1-min load average",
                   "load_average_after": "1-min load average"})
     notes = {
         "store": f"features.synthetic n={members} seed=7 (generated in {gen_s:.0f} s, not counted)",
         "as_of": AS_OF, "target": f"1,000,000 members in ≤ {TARGET_S:.0f} s and ≤ {TARGET_MIB:.0f} MiB",
-        "met": bool(total <= TARGET_S * members / 1_000_000 and m["peak_rss_mib"] <= TARGET_MIB),
+        "met": bool(total <= TARGET_S * members / 1_000_000 and figures["peak_rss_mib"] <= TARGET_MIB),
+        "stage_seconds_are": "process-seconds summed over the worker processes (features includes partitioning)",
         "stages_s": sec, "models": m["models"],
     }
     return {"figures": figures, "units": units, "notes": notes}

@@ -48,10 +48,18 @@ def _bentoml_overrides(timeout: float, access_log: bool, tracing: bool) -> str:
     return json.dumps({"services": {SERVICE: svc}})
 
 
-def ablation_variants(blocker: Path) -> list[tuple[str, str, dict[str, str]]]:
+def modelless_config(folder: Path) -> Path:
+    """A serving config with no models, no online table and no store: the ablation measures /echo only, so its
+    servers start in seconds and are ready (readiness needs every *configured* model and table)."""
+    path = folder / "echo_only.yaml"
+    path.write_text("models: []\nonline_table: null\nstore: null\nmodels_lock: null\n")
+    return path
+
+
+def ablation_variants(blocker: Path, config: Path) -> list[tuple[str, str, dict[str, str]]]:
     """(name, what changed, environment) from BentoML as shipped to this service's settings, cumulatively."""
     stock = {"PYTHONPATH": str(blocker)}
-    return [
+    variants = [
         ("bentoml_defaults", "BentoML 1.4 as shipped: asyncio loop + h11 parser, access log at INFO, OpenTelemetry "
          "middleware recording spans, traffic.timeout 60 s with its per-request timer",
          {**stock, "BENTOML_CONFIG_OVERRIDES": _bentoml_overrides(60, True, True),
@@ -68,6 +76,7 @@ def ablation_variants(blocker: Path) -> list[tuple[str, str, dict[str, str]]]:
           "MEMBER_ML_SERVING_RUNTIME_FIXES": "timer_leak"}),
         ("gc_freeze", "+ start-up heap frozen out of garbage collection (= the service as shipped)", {}),
     ]
+    return [(name, what, {**env, "MEMBER_ML_SERVING_CONFIG": str(config)}) for name, what, env in variants]
 
 
 def echo_bodies() -> list[bytes]:
@@ -96,8 +105,8 @@ def run_ablation(seconds: int, rounds: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         blocker = _uvloop_blocker(Path(tmp) / "blocker")
-        for name, what, env in ablation_variants(blocker):
-            srv = stack.enter_context(serve(env, wait_for="/livez"))  # no models here: never "ready"
+        for name, what, env in ablation_variants(blocker, modelless_config(Path(tmp))):
+            srv = stack.enter_context(serve(env, wait_for="/livez", ready_timeout=180))
             wrk(srv.url + "/echo", echo_bodies(), connections=8, seconds=3)
             variants.append((name, what, srv, srv.worker_rss_mib()))
         runs: dict[str, dict[str, list[dict[str, float]]]] = {n: {"c8": [], "c32": []} for n, *_ in variants}
@@ -140,8 +149,17 @@ def service_bodies(env: dict[str, str], n_members: int = 500, n_histories: int =
     }
 
 
+def _report(out: dict[str, Any], name: str) -> None:
+    r = out[name]
+    print(f"  {name:22s} seq p50 {r['sequential']['p50_ms']:.2f} p99 {r['sequential']['p99_ms']:.2f} ms | c8 "
+          f"{r['c8']['rps']:.0f} req/s p99 {r['c8']['p99_ms']:.1f} | c32 {r['c32']['rps']:.0f} req/s p99 "
+          f"{r['c32']['p99_ms']:.1f} ms, errors {r['c8']['errors'] + r['c32']['errors'] + r['sequential']['errors']:.0f}"
+          f" (load average {r['load_average']})", flush=True)
+
+
 def run_service(env: dict[str, str], seconds: int, seq_n: int) -> dict[str, Any]:
-    """The service as shipped against the trained store: every endpoint sequentially and under wrk."""
+    """The service as shipped against the trained store: every endpoint sequentially and under wrk; then /score by
+    member_id once more with the start-up precomputation off (every request runs the four models live)."""
     bodies = service_bodies(env)
     out: dict[str, Any] = {}
     with serve(env, ready_timeout=300) as srv:
@@ -149,11 +167,13 @@ def run_service(env: dict[str, str], seconds: int, seq_n: int) -> dict[str, Any]
         for name, route in (("echo", "/echo"), ("score_member_id", "/score"), ("score_inline_history", "/score")):
             out[name] = measure_endpoint(srv.url + route, bodies[name], seq_n=seq_n, seconds=seconds)
             out[name]["load_average"] = round(os.getloadavg()[0], 2)
-            print(f"  {name:22s} seq p50 {out[name]['sequential']['p50_ms']:.2f} p99 "
-                  f"{out[name]['sequential']['p99_ms']:.2f} ms | c8 {out[name]['c8']['rps']:.0f} req/s p99 "
-                  f"{out[name]['c8']['p99_ms']:.1f} | c32 {out[name]['c32']['rps']:.0f} req/s p99 "
-                  f"{out[name]['c32']['p99_ms']:.1f} ms, errors {out[name]['c32']['errors']:.0f}", flush=True)
+            _report(out, name)
         out["worker_rss_mib"] = [round(rss0, 1), round(srv.worker_rss_mib(), 1)]
+    with serve({**env, "MEMBER_ML_SERVING_PRECOMPUTE": "0"}, ready_timeout=300) as srv:
+        name = "score_member_id_live"
+        out[name] = measure_endpoint(srv.url + "/score", bodies["score_member_id"], seq_n=seq_n, seconds=seconds)
+        out[name]["load_average"] = round(os.getloadavg()[0], 2)
+        _report(out, name)
     return out
 
 
@@ -175,9 +195,9 @@ def main() -> None:
     store_dir = os.environ.get("BENCH_SERVING_STORE")
     with tempfile.TemporaryDirectory() as tmp:
         if store_dir:  # a store already built by benchmarks.serving_store.build_trained_store
-            d = Path(store_dir)
-            env = {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}", "MEMBER_ML_ONLINE_TABLE": str(d / "online.duckdb"),
-                   "MEMBER_ML_STORE": str(d / "store")}
+            from benchmarks.serving_store import served_env
+
+            env = served_env(Path(store_dir))
         else:
             from benchmarks.serving_store import build_trained_store
 
@@ -185,7 +205,8 @@ def main() -> None:
             env = build_trained_store(Path(tmp), members=1000)
         svc = run_service(env, WRK_SECONDS, SEQ_N)
     notes["service"] = svc
-    for name in ("echo", "score_member_id", "score_inline_history"):
+    notes["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    for name in ("echo", "score_member_id", "score_inline_history", "score_member_id_live"):
         r = svc[name]
         for k in ("p50_ms", "p99_ms"):
             figures[f"{name}_sequential_{k}"] = round(r["sequential"][k], 3)

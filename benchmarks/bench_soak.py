@@ -23,15 +23,16 @@ def main() -> None:
     ensure_wrk()
     with tempfile.TemporaryDirectory() as tmp:
         if d := os.environ.get("BENCH_SERVING_STORE"):
-            d = Path(d)
-            env = {"MLFLOW_TRACKING_URI": f"sqlite:///{d / 'mlflow.db'}",
-                   "MEMBER_ML_ONLINE_TABLE": str(d / "online.duckdb"), "MEMBER_ML_STORE": str(d / "store")}
+            from benchmarks.serving_store import served_env
+
+            env = served_env(Path(d))
         else:
             from benchmarks.serving_store import build_trained_store
 
             env = build_trained_store(Path(tmp), members=1000)
         bodies = service_bodies(env)["score_member_id"]
         samples: list[tuple[int, float]] = []
+        load0 = round(os.getloadavg()[0], 2)
         errors = requests = 0.0
         with serve(env, ready_timeout=300) as srv:
             url = srv.url + "/score"
@@ -51,7 +52,9 @@ def main() -> None:
         "soak_rss_growth_after_1min_pct": round(growth, 2),
     }, units={"soak_seconds": "s", "soak_requests": "requests", "soak_errors": "requests",
               "soak_rss_after_1min_mib": "MiB", "soak_rss_final_mib": "MiB", "soak_rss_growth_after_1min_pct": "%"},
-        notes={"soak_rss_samples": samples})
+        notes={"soak_rss_samples": samples, "soak_load_average": [load0, round(os.getloadavg()[0], 2)],
+               "soak_note": "RSS = the BentoML worker process serving requests; wrk in 10-second slices, c=8, "
+                            "/score by member_id over the trained store's members"})
     print(f"  soak: {requests:.0f} requests, {errors:.0f} errors, RSS {after_first_minute} → {final} MiB "
           f"({growth:+.1f}% after the first minute)")
 

@@ -227,9 +227,22 @@ class SparkEngine:
         return frozenset(present)
 
     def run(self, plan: Plan) -> pd.DataFrame:
+        # As in DuckDB, steps not marked `view` are computed once (cached) since several later steps read them;
+        # without this Spark recomputes e.g. the per-order relation for every consumer.
+        cached = []
         for step in plan.steps:
-            self.spark.sql(to_dialect(step.sql, "spark")).createOrReplaceTempView(step.name)
-        return self.spark.sql(to_dialect(plan.final, "spark")).toPandas()
+            sdf = self.spark.sql(to_dialect(step.sql, "spark"))
+            if not step.view:
+                sdf = sdf.cache()
+                cached.append(sdf)
+            sdf.createOrReplaceTempView(step.name)
+        try:
+            return self.spark.sql(to_dialect(plan.final, "spark")).toPandas()
+        finally:
+            for sdf in cached:
+                sdf.unpersist()
+            for step in plan.steps:
+                self.spark.catalog.dropTempView(step.name)
 
     def close(self) -> None:
         pass
@@ -239,10 +252,23 @@ def to_dialect(sql: str, dialect: str) -> str:
     """Transpile one DuckDB-dialect statement to `dialect` (raises sqlglot's ParseError if it cannot)."""
     import sqlglot
 
-    out = sqlglot.transpile(sql, read="duckdb", write=dialect, unsupported_level=sqlglot.ErrorLevel.RAISE)
-    if len(out) != 1:
-        raise ValueError(f"expected one statement, got {len(out)}")
-    return out[0]
+    trees = sqlglot.parse(sql, read="duckdb")
+    if len(trees) != 1 or trees[0] is None:
+        raise ValueError(f"expected one statement, got {len(trees)}")
+    tree = trees[0]
+    if dialect in ("spark", "databricks"):
+        tree = tree.transform(_spark_double_literals)
+    return tree.sql(dialect=dialect, unsupported_level=sqlglot.ErrorLevel.RAISE)
+
+
+def _spark_double_literals(node: Any) -> Any:
+    """The one dialect tweak: Spark reads `86400.0` as DECIMAL(6,1), and DECIMAL division rounds to a few digits;
+    DuckDB's result is a DOUBLE. Fractional literals become DOUBLE on Spark so both engines compute in float64."""
+    from sqlglot import exp
+
+    if isinstance(node, exp.Literal) and not node.is_string and any(ch in node.this for ch in ".eE"):
+        return exp.cast(node.copy(), exp.DataType.build("DOUBLE"))
+    return node
 
 
 def transpile_plan(plan: Plan, dialect: str = "spark") -> list[str]:

@@ -2,7 +2,9 @@
 
 `compute_features(source, as_of)` runs the SQL in features/definitions/ through an engine (DuckDB by default) over a
 Store's Parquet files (out-of-core) or over in-memory DataFrames (a member's inline history at serving time), then
-adds the loyalty state computed by `loyalty.batch.member_state` (pandas, the same function on both paths).
+adds the loyalty state computed by `loyalty.batch.member_state` (pandas, the same function on both paths; on large
+stores it runs in member batches of ~8M order lines to bound memory, fetching only the columns and event types the
+rules read: loyalty state is per member, so batching cannot change it, which a test checks).
 
 Population (one row each): every member known strictly before `as_of` from any present table: a member with an
 order line (any status), an event, or a members row whose joined_at is before as_of or unknown. Members without paid

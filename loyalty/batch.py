@@ -51,6 +51,11 @@ class _Clock:
         self.t, self.c = now, cpu
 
 
+def _ints(values: np.ndarray, missing: np.ndarray) -> pd.arrays.IntegerArray:
+    """Nullable Int64 column: `values` where not `missing`."""
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype(np.int64), np.asarray(missing, dtype=bool))
+
+
 def _event_types(config: LoyaltyConfig) -> set[str]:
     types = set(config.points.activities) | {config.points.redeem_event}
     for t in config.ladder.tiers:
@@ -128,7 +133,6 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
 
     names = np.array([t.name for t in tiers] + [None], dtype=object)  # index -1 → None
     nxt = np.where(rank == UNKNOWN, -1, np.where(rank + 1 < len(tiers), rank + 1, -1))
-    uses_spend = any(t.uses_spend for t in tiers)
     reason = np.where(rank == UNKNOWN,
                       "spend unknown: orders without amounts (use an order-count ladder for this store)",
                       None).astype(object)
@@ -136,13 +140,14 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
     frame = pd.DataFrame({
         MEMBER_ID: inp.member_ids.to_numpy(),
         "tier": pd.array(names[rank], dtype="string"),
-        "tier_rank": pd.array(np.where(rank == UNKNOWN, 0, rank), dtype="Int64"),
+        "tier_rank": _ints(rank, rank == UNKNOWN),
         "tier_reason": pd.array(reason, dtype="string"),
         "next_tier": pd.array(names[nxt], dtype="string"),
         "spend_to_next_tier": gaps["spend_to_next_tier"],
-        "orders_to_next_tier": pd.array(gaps["orders_to_next_tier"], dtype="Int64"),
-        "interactions_to_next_tier": pd.array(gaps["interactions_to_next_tier"], dtype="Int64"),
-        "qualifying_spend": np.where(q_complete, q_cents / 100.0, np.nan) if uses_spend or True else None,
+        # not applicable (NA) for the top tier and unknown tiers
+        "orders_to_next_tier": _ints(gaps["orders_to_next_tier"], nxt == -1),
+        "interactions_to_next_tier": _ints(gaps["interactions_to_next_tier"], nxt == -1),
+        "qualifying_spend": np.where(q_complete, q_cents / 100.0, np.nan),
         "qualifying_orders": q_orders,
         "points_balance": ledger.balance,
         "points_earned": ledger.earned,
@@ -162,13 +167,8 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
         "days_since_last_order": np.where(last_order == NO_TIME, np.nan,
                                           (T - np.where(last_order == NO_TIME, T, last_order)) / DAY_US),
         "orphan_refunds": op.orphan_refunds,
-        "birth_month": pd.array(np.where(inp.birth_month > 0, inp.birth_month, 0), dtype="Int64"),
+        "birth_month": _ints(inp.birth_month, inp.birth_month == 0),
     })
-    frame.loc[inp.birth_month == 0, "birth_month"] = pd.NA
-    frame.loc[rank == UNKNOWN, "tier_rank"] = pd.NA
-    # the "_to_next" orders/interactions are not applicable (NA) for the top tier and unknown tiers
-    na_next = nxt == -1
-    frame.loc[na_next, ["orders_to_next_tier", "interactions_to_next_tier"]] = pd.NA
     clock.lap("segments")
     return Evaluation(frame=frame[list(STATE_COLUMNS)], ledger=ledger, inputs=inp, timings=clock.out)
 

@@ -7,6 +7,7 @@ in Arrow, then everything downstream is integer arrays.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +127,17 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
     T = as_of_us(as_of)
     _require(orders, "orders", [ORDER_ID, MEMBER_ID, ORDERED_AT, "amount"])
     _no_nulls(orders, "orders", [ORDER_ID, MEMBER_ID, ORDERED_AT])
+    has_events = events is not None and len(events) > 0
+    if has_events:
+        _require(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
+    # hashing the id strings is most of the work on big stores: Arrow releases the GIL, so two threads overlap it
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = {"o_m": pool.submit(_codes, orders[MEMBER_ID]), "o_order": pool.submit(_codes, orders[ORDER_ID])}
+        if ITEM_ID in orders.columns:
+            jobs["o_item"] = pool.submit(_codes, orders[ITEM_ID])
+        if has_events:
+            jobs["e_m"] = pool.submit(_codes, events[MEMBER_ID])
+        codes = {k: f.result() for k, f in jobs.items()}
     o_t = to_us(orders[ORDERED_AT])
     keep = o_t < T
     amount = pd.to_numeric(orders["amount"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -148,9 +160,9 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
     if category_bonus and "category" in orders.columns:
         for cat, pts in category_bonus.items():
             bonus += np.where((orders["category"] == cat).to_numpy(dtype=bool, na_value=False), pts, 0)
-    o_m, o_uniq = _codes(orders[MEMBER_ID])
-    o_order, _ = _codes(orders[ORDER_ID])
-    o_item = _codes(orders[ITEM_ID])[0] if ITEM_ID in orders.columns else np.full(len(orders), -1, np.int64)
+    o_m, o_uniq = codes["o_m"]
+    o_order, _ = codes["o_order"]
+    o_item = codes["o_item"][0] if "o_item" in codes else np.full(len(orders), -1, np.int64)
     qty = (pd.to_numeric(orders["quantity"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
            if "quantity" in orders.columns else np.ones(len(orders)))
     known = ~np.isnan(amount)
@@ -167,12 +179,11 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
 
     # events: every event before as_of makes its member known; only the rule types are kept as rows
     types = sorted(event_types) if event_types is not None else None
-    if events is not None and len(events):
-        _require(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
+    if has_events:
         _no_nulls(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
         e_t = to_us(events[OCCURRED_AT])
         ekeep = e_t < T
-        e_m, e_uniq = _codes(events[MEMBER_ID])
+        e_m, e_uniq = codes["e_m"]
         e_present = np.bincount(e_m[ekeep], minlength=len(e_uniq)) > 0
         first_event = np.full(len(e_uniq), np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(first_event, e_m[ekeep], e_t[ekeep])

@@ -14,6 +14,10 @@
 3. **Write**: each chunk is appended to a Parquet (or CSV) writer inside a temporary folder beside `out`; only when
    every chunk is written is the folder renamed to `out`. An interrupted run leaves no partial output.
 
+On big stores the chunks are scored by `workers` processes (spawned, one thread each; each loads the exact model
+versions the parent resolved, once), at most two chunks in flight per worker, written in chunk order by the parent:
+memory is bounded by (workers × 2) chunks whatever the store size (benchmarks/results/batch.json).
+
 Every feature is a function of the member's own rows, so scoring by bucket gives exactly the whole-store values.
 One exception, documented: the replenishment estimator shrinks each member's cycle toward its category's median
 cycle and detects "regular" categories from the pairs it sees, i.e. from the bucket's members (tens of thousands at
@@ -99,6 +103,7 @@ def count_members(store: Store, as_of: pd.Timestamp) -> int:
     lit = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
     con = duckdb.connect()
     try:
+        con.execute("SET enable_progress_bar = false")
         best = 0
         for table, tcol in (("orders", "ordered_at"), ("events", "occurred_at"), ("members", "joined_at")):
             if not store.has(table):
@@ -193,6 +198,7 @@ def activity(store: Store, as_of: pd.Timestamp, window_days: int = 365) -> pd.Da
     con = duckdb.connect()
     try:
         con.execute("SET threads = 1")
+        con.execute("SET enable_progress_bar = false")
         act = con.execute(sql).df()
         if has_events:
             prof = con.execute(
@@ -368,12 +374,17 @@ def _scored_chunks(chunks: list[Store], as_of: pd.Timestamp, models: ModelSet, w
                 pending.append(pool.submit(_score_in_worker, str(chunk.path), as_of, top_n, top_reasons, items))
                 if len(pending) >= 2 * workers:
                     break
-            while pending:
-                rows, pairs, tm = pending.popleft().result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append(pool.submit(_score_in_worker, str(nxt.path), as_of, top_n, top_reasons, items))
-                yield rows, pairs, tm
+            try:
+                while pending:
+                    rows, pairs, tm = pending.popleft().result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(_score_in_worker, str(nxt.path), as_of, top_n, top_reasons,
+                                                   items))
+                    yield rows, pairs, tm
+            except BaseException:  # interrupted or failed: drop the queued chunks, let the running ones end
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         for k, v in old.items():
             if v is None:

@@ -92,13 +92,18 @@ def recommend_frame(model: Any, history: pd.DataFrame, member_ids: Sequence[str]
 def recs_columns(ranked: pd.DataFrame, member_ids: Sequence[str], top_n: int) -> pd.DataFrame:
     """member_id, rec_items, rec_scores, rec_reasons: each member's top `top_n` as lists in rank order."""
     r = ranked.sort_values([MEMBER_ID, "rank"], kind="mergesort").groupby(MEMBER_ID, sort=False).head(top_n)
-    g = r.groupby(MEMBER_ID, sort=False)
+    ids = r[MEMBER_ID].astype("string").to_numpy(dtype=object)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, dtype=np.int64)
+    cuts = starts[1:]
+
+    def split(values: np.ndarray) -> list[list[Any]]:
+        return [part.tolist() for part in np.split(values, cuts)] if len(ids) else []
+
     lists = pd.DataFrame({
-        "rec_items": g["item_id"].agg(lambda s: [str(x) for x in s]),
-        "rec_scores": g["score"].agg(lambda s: [float(x) for x in s]),
-        "rec_reasons": g["reason"].agg(lambda s: [str(x) for x in s]),
-    })
-    lists.index = lists.index.astype("string")
+        "rec_items": split(r["item_id"].astype("string").to_numpy(dtype=object)),
+        "rec_scores": split(r["score"].to_numpy(dtype=np.float64)),
+        "rec_reasons": split(r["reason"].astype("string").to_numpy(dtype=object)),
+    }, index=pd.Index(ids[starts], dtype="string", name=MEMBER_ID))
     out = pd.DataFrame({MEMBER_ID: pd.array(list(member_ids), dtype="string")})
     out = out.join(lists, on=MEMBER_ID)
     for c in RECS_LISTS:

@@ -41,8 +41,13 @@ class ServingConfig(BaseModel):
     top_n_default: int = Field(10, gt=0)
     top_n_max: int = Field(100, gt=0)
     top_reasons: int = Field(3, gt=0)
-    runtime_fixes: list[Literal["timer_leak", "freeze_heap"]] = Field(
-        default_factory=lambda: ["timer_leak", "freeze_heap"],
+    inline_concurrency: int = Field(2, gt=0, description="inline-history requests computed at once (≈ cores)")
+    precompute_member_answers: bool = Field(True, description="score every online-table member once at start-up "
+                                            "(serving/precompute.py); /score by member_id is then a lookup")
+    precompute_max_members: int = Field(200_000, ge=0, description="above this many members, score live")
+    precompute_top_n: int = Field(20, gt=0, description="recommendations kept per member (more → live)")
+    runtime_fixes: list[Literal["timer_leak", "freeze_heap", "single_thread_native"]] = Field(
+        default_factory=lambda: ["timer_leak", "freeze_heap", "single_thread_native"],
         description="serving/runtime.py work-arounds to apply (the benchmark switches them off to measure them)")
     root: Path = Field(default_factory=project_root)
 
@@ -73,6 +78,8 @@ def load_serving_config(path: Path | None = None, env: dict[str, str] | None = N
         "models_lock": env.get("MEMBER_ML_SERVING_MODELS_LOCK"),
     }
     raw.update({k: v for k, v in overrides.items() if v})
+    if (pre := env.get("MEMBER_ML_SERVING_PRECOMPUTE")) is not None:
+        raw["precompute_member_answers"] = pre.strip().lower() not in ("0", "false", "no", "off")
     if (fixes := env.get("MEMBER_ML_SERVING_RUNTIME_FIXES")) is not None:
         raw["runtime_fixes"] = [f.strip() for f in fixes.split(",") if f.strip() and f.strip() != "none"]
     try:

@@ -96,16 +96,17 @@ class Scorer:
     online: OnlineLookup | None = None
     online_error: str | None = None
     items: pd.DataFrame | None = None
+    answers: Any = None  # serving.precompute.MemberAnswers: every online member scored once at start-up
     _item_category: dict[str, str] | None = field(default=None, repr=False)
 
     # -------------------------------------------------------------------------------------------- loyalty
-    def member_state(self, h: History) -> Any:
+    def member_state(self, h: History, tables: dict[str, pd.DataFrame] | None = None) -> Any:
         """loyalty.member.member_state over the inline history (400 when the rules reject it)."""
         from loyalty.frames import LoyaltyInputError
         from loyalty.member import member_state
 
         t = h.scoring_time()
-        tables = history_tables(h)
+        tables = tables if tables is not None else history_tables(h)
         try:
             return member_state(tables["orders"], tables["events"], tables["members"], t, self.loyalty_config,
                                 member_id=h.member_id)
@@ -141,11 +142,12 @@ class Scorer:
                                f"{self.online.as_of.date()}); send the history inline instead", "member_id")
         return feats
 
-    def inline_features(self, h: History) -> pd.DataFrame:
+    def inline_features(self, h: History, tables: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
         """The batch definitions (features.pipeline.compute_features) over the member's own rows."""
         from features.pipeline import compute_features
 
-        feats = compute_features(history_tables(h, self.items), pd.Timestamp(h.scoring_time()))
+        feats = compute_features(tables if tables is not None else history_tables(h, self.items),
+                                 pd.Timestamp(h.scoring_time()))
         feats = feats.loc[feats[MEMBER_ID] == h.member_id].reset_index(drop=True)
         if len(feats) == 0:
             raise RequestError(422, "history: no order, event or registration before as_of", "history")
@@ -156,16 +158,23 @@ class Scorer:
         return feats
 
     # ----------------------------------------------------------------------------------------------- models
-    def predictions(self, feats: pd.DataFrame, as_of: pd.Timestamp) -> tuple[dict[str, Any], dict[str, str]]:
-        """churn, ltv and next_purchase for a one-row feature frame; a failing model goes to `unavailable`."""
+    def predictions(self, feats: pd.DataFrame, as_of: pd.Timestamp,
+                    member_id: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+        """churn, ltv and next_purchase for a one-row feature frame; a failing model goes to `unavailable`.
+        With `member_id` (an online-table member), the start-up answers are used where they exist."""
         out: dict[str, Any] = {"churn": None, "ltv": None, "next_purchase": None}
         unavailable: dict[str, str] = {}
+        pos = self.answers.position(member_id) if self.answers is not None and member_id is not None else None
         for name in ("churn", "ltv", "timing"):
             if name not in self.config.models:
                 continue
             m = self.models.get(name)
             if m is None:
                 unavailable[name] = self.models.unavailable.get(name, "not loaded")
+                continue
+            if pos is not None and name in self.answers.columns:
+                key = "next_purchase" if name == "timing" else name
+                out[key] = getattr(self.answers, f"{key}_answer")(pos)
                 continue
             try:
                 if name == "churn":
@@ -203,15 +212,20 @@ class Scorer:
         return self._item_category
 
     def recommendations(self, member_id: str, history: History | None, n: int, exclude: list[str],
-                        as_of: pd.Timestamp) -> list[Recommendation]:
+                        as_of: pd.Timestamp, tables: dict[str, pd.DataFrame] | None = None) -> list[Recommendation]:
         """Top-n items from the recs champion (raises RequestError 503 when it is not loaded)."""
         m = self.models.get("recs")
         if m is None:
             raise RequestError(503, f"recommendations are unavailable: "
                                f"{self.models.unavailable.get('recs', 'recs model not configured')}", None)
+        pos = self.answers.position(member_id) if self.answers is not None and history is None else None
+        if pos is not None:
+            pre = self.answers.recommendations(pos, n, set(exclude), self._categories() if exclude else None)
+            if pre is not None:
+                return pre
         if history is not None:
             summarise = getattr(m.module, "summarise_history", None)
-            tables = history_tables(history)
+            tables = tables if tables is not None else history_tables(history)
             hist = summarise(tables["orders"], tables["events"], as_of) if summarise else pd.DataFrame()
         else:
             hist = self.online.recent_items(member_id) if self.online else pd.DataFrame()
@@ -229,9 +243,10 @@ class Scorer:
         if req.history is not None:
             h = req.history
             member_id, as_of = h.member_id, pd.Timestamp(h.scoring_time())
-            state = self.member_state(h)
+            tables = history_tables(h, self.items)  # conformed once, used by loyalty, features and recs
+            state = self.member_state(h, tables)
             loyalty = _state_to_loyalty(state.model_dump())
-            feats = self.inline_features(h)
+            feats = self.inline_features(h, tables)
             source = "inline_history"
         else:
             member_id = req.member_id
@@ -239,11 +254,12 @@ class Scorer:
             as_of = self.online.as_of
             loyalty = self.loyalty_online(member_id, feats)
             source = "online_table"
-        preds, unavailable = self.predictions(feats, as_of)
+            tables = None
+        preds, unavailable = self.predictions(feats, as_of, member_id if req.history is None else None)
         recs = None
         if "recs" in self.config.models:
             try:
-                recs = self.recommendations(member_id, req.history, req.top_n, [], as_of)
+                recs = self.recommendations(member_id, req.history, req.top_n, [], as_of, tables)
             except RequestError as e:
                 unavailable["recs"] = e.message
             except Exception as e:

@@ -23,6 +23,9 @@ Latency settings (what each bought: benchmarks/results/serving.json, notes.ablat
 (it also logs client addresses; serving/middleware.py logs without personal data), tracing is excluded for every path
 (set `tracing.excluded_urls` through BENTOML_CONFIG_OVERRIDES together with an exporter to trace), the request timeout
 is 10 s and its per-request timer is cancelled (serving/runtime.py), and the start-up heap is frozen out of GC.
+The hot path: every online-table member is scored once at start-up by the batch functions (serving/precompute.py),
+so /score by member_id is a lookup; LightGBM runs single-threaded; inline histories run in at most
+`inline_concurrency` threads off the event loop.
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ from serving.config import ServingConfig, load_serving_config
 from serving.import_models import PinnedModel
 from serving.middleware import (BearerAuthMiddleware, BodyLimitMiddleware, JsonOnlyMiddleware,
                                 RequestLogMiddleware)
-from serving.runtime import fix_timeout_timer_leak, freeze_startup_heap, quiet_validation_logs
+from serving.runtime import (fix_timeout_timer_leak, freeze_startup_heap, quiet_validation_logs,
+                             single_thread_native)
 from serving.schemas import (QuoteRequest, QuoteResponse, RecommendRequest, RecommendResponse, ScoreRequest,
                              ScoreResponse, TierRequest, TierResponse)
 from serving.scoring import RequestError, Scorer
@@ -100,7 +104,12 @@ def build_scorer() -> Scorer:
         from features.store import Store
 
         items = Store(store).read_optional("items")
-    return Scorer(cfg, loyalty_cfg, models, online, online_error, items)
+    scorer = Scorer(cfg, loyalty_cfg, models, online, online_error, items)
+    if online is not None:
+        from serving.precompute import precompute
+
+        scorer.answers = precompute(online, models, cfg)
+    return scorer
 
 
 def is_ready(scorer: Scorer) -> bool:
@@ -126,6 +135,9 @@ class MemberScoring:
     def __init__(self) -> None:
         t0 = time.perf_counter()
         quiet_validation_logs()
+        self._inline_limiter: Any = None
+        if "single_thread_native" in load_serving_config().runtime_fixes:
+            single_thread_native()  # before any model (LightGBM) is loaded
         self.scorer = build_scorer()
         cfg = self.scorer.config
         self.timer_fix = "timer_leak" in cfg.runtime_fixes and fix_timeout_timer_leak()
@@ -140,6 +152,16 @@ class MemberScoring:
         endpoints answer before that; /score by member_id would answer 503)."""
         return is_ready(self.scorer)
 
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        """Inline histories run DuckDB and pandas off the event loop, so id lookups keep flowing; at most
+        `inline_concurrency` at once (more threads only thrash the cores and push every one toward the timeout)."""
+        import anyio
+        import anyio.to_thread
+
+        if self._inline_limiter is None:
+            self._inline_limiter = anyio.CapacityLimiter(self.scorer.config.inline_concurrency)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._inline_limiter)
+
     @bentoml.api(route="/score", input_spec=ScoreRequest)
     async def score(self, **req: Any) -> ScoreResponse:
         """Tier, points, benefits, segments, churn with reasons, LTV, next purchase and recommendations for one
@@ -147,7 +169,7 @@ class MemberScoring:
         r = ScoreRequest.model_construct(**req)
         try:
             if r.history is not None:
-                return await _in_thread(self.scorer.score, r)
+                return await self._in_thread(self.scorer.score, r)
             return self.scorer.score(r)
         except RequestError as e:
             return _error(e)
@@ -157,6 +179,8 @@ class MemberScoring:
         """Top-N items for a member (by id or inline history) with a reason each; categories can be excluded."""
         r = RecommendRequest.model_construct(**req)
         try:
+            if r.history is not None:
+                return await self._in_thread(self.scorer.recommend, r)
             return self.scorer.recommend(r)
         except RequestError as e:
             return _error(e)
@@ -166,6 +190,8 @@ class MemberScoring:
         """Price a cart after the member's tier discount and the points it will earn (rules only)."""
         r = QuoteRequest.model_construct(**req)
         try:
+            if r.history is not None:
+                return await self._in_thread(self.scorer.quote, r)
             return self.scorer.quote(r)
         except RequestError as e:
             return _error(e)
@@ -175,7 +201,7 @@ class MemberScoring:
         """Tier, next tier and spend still needed, benefits, points and segments from a history (rules only)."""
         r = TierRequest.model_construct(**req)
         try:
-            return self.scorer.tier(r)
+            return await self._in_thread(self.scorer.tier, r)
         except RequestError as e:
             return _error(e)
 
@@ -183,13 +209,6 @@ class MemberScoring:
     async def echo(self, member_id: str = Field(min_length=1, max_length=128)) -> EchoResponse:
         """Return the member_id unchanged: the floor of this service's latency (parsing, routing, middlewares)."""
         return EchoResponse(member_id=member_id)
-
-
-async def _in_thread(fn: Any, *args: Any) -> Any:
-    """Inline histories run DuckDB (which releases the GIL) off the event loop, so id lookups keep flowing."""
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(fn, *args)
 
 
 class EdgeMiddleware:

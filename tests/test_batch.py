@@ -22,7 +22,8 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Store + champions (trained once per module), the loaded models, and one batch run at AS_OF in 3 chunks."""
+    """Store + champions (trained once per module), the loaded models, and one batch run at AS_OF: 3 chunks scored
+    by 2 worker processes (the serial path is run by the other tests)."""
     folder = tmp_path_factory.mktemp("batch")
     env = train_small_store(folder)
     with pytest.MonkeyPatch.context() as mp:
@@ -32,7 +33,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         models = load_models(list(MODELS), "champion", env["tracking_uri"])
         assert not models.unavailable, models.unavailable
         out = folder / "scores"
-        manifest = score_store(Store(env["store"]), AS_OF, out, models, chunk_size=120)
+        manifest = score_store(Store(env["store"]), AS_OF, out, models, chunk_size=120, workers=2)
         yield {**env, "folder": folder, "models": models, "scores": out, "manifest": manifest}
 
 
@@ -40,7 +41,7 @@ def test_manifest_and_columns(trained: dict) -> None:
     m = trained["manifest"]
     df, m2 = read_scores(trained["scores"])
     assert m == m2 and m["members"] == len(df) and df["member_id"].is_unique
-    assert m["chunks"] >= 2 and set(m["models"]) == set(MODELS)
+    assert m["chunks"] >= 2 and m["workers"] == 2 and set(m["models"]) == set(MODELS)
     assert all(m["models"][k]["version"] == "1" for k in MODELS)
     assert m["as_of"].startswith(AS_OF) and m["seconds"]["total"] > 0
     assert {"features", "models", "writing"} <= set(m["seconds"])

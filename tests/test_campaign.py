@@ -79,7 +79,7 @@ def test_shipped_defaults_cover_every_audience_kind() -> None:
     assert c.rows["offer"].str.len().gt(0).all()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), exclusive=st.booleans(), known=st.booleans(),
        cap=st.one_of(st.none(), st.integers(1, 50)), share=st.floats(0, 0.9))
 def test_members_without_consent_are_never_targeted(seed: int, exclusive: bool, known: bool, cap: int | None,

@@ -44,6 +44,7 @@ def test_gini_by_hand_and_against_auc(binary):
     assert M.gini(v, v) == pytest.approx(1.0)
     assert M.gini(v, -v) == pytest.approx(-1.0)
     assert M.gini(v, np.zeros(4)) == pytest.approx(0.0)  # one big tie = random order on average
+    assert np.isnan(M.gini(np.full(5, 3.0), np.arange(5.0)))  # constant target: nothing to rank
     # hand: order by p = [40, 0, 10, 0] → cumulative share 0.8, 0.8, 1.0, 1.0 at n/4 steps
     lorenz = np.trapezoid([0, 0.8, 0.8, 1.0, 1.0], dx=0.25)
     perfect = np.trapezoid([0, 0.8, 1.0, 1.0, 1.0], dx=0.25)
@@ -68,7 +69,7 @@ def test_gini_and_auc_depend_only_on_the_ranking(values, seed):
     y = np.asarray(values)
     rng = np.random.default_rng(seed)
     p = rng.normal(size=len(y))
-    if y.sum() > 0:
+    if y.sum() > 0 and np.ptp(y) > 0:
         assert M.gini(y, p) == pytest.approx(M.gini(y, np.exp(p) * 3 + 1), abs=1e-9)
         assert -1 - 1e-9 <= M.gini(y, p) <= 1 + 1e-9
     yb = (y > np.median(y)).astype(float)
@@ -102,3 +103,17 @@ def test_compare_picks_best_baseline_and_skips_scale_metrics_for_rankings():
     out = ev.to_result()
     assert set(out) >= {"split", "model", "baselines", "gain_ci95"}
     assert [r["metric"] for r in ev.table_rows()] == list(M.CLASSIFICATION)
+
+
+def test_without_pymc_marketing_the_rule_baselines_remain_and_the_note_says_why(monkeypatch):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from training import baselines, churn
+
+    monkeypatch.setattr(baselines, "has_pymc_marketing", lambda: False)
+    notes: list[str] = []
+    data = SimpleNamespace(test=pd.DataFrame({"member_id": ["a", "b"], "recency_days": [3.0, 90.0]}))
+    scores = churn._baseline_scores(None, data, True, notes)
+    assert list(scores) == ["recency"] and "[bench]" in notes[0]

@@ -192,7 +192,8 @@ def test_pyfunc_round_trip_needs_no_training_code(tmp_path, tracking_uri, fitted
     inp = model_input(fitted, fitted.member_ids[:5]).reset_index(drop=True)
     expected = model.predict(None, inp, params={"as_of": fitted.cutoff})
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run():
+    exp = mlflow.create_experiment("recs-pyfunc-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp):  # artifacts under tmp_path, never ./mlruns
         artifacts = model.save_artifacts(tmp_path / "art")
         info = log_pyfunc_model(entry="member_pyfunc.recs:RecsModel", artifacts=artifacts,
                                 input_example=inp.head(3), output_example=model.predict(None, inp.head(3),
@@ -214,8 +215,8 @@ def test_pyfunc_round_trip_needs_no_training_code(tmp_path, tracking_uri, fitted
         pd.testing.assert_frame_equal(out.reset_index(drop=True), exp, check_dtype=False)
         print("ok")
     """)
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0 and "ok" in res.stdout, (res.stdout[-2000:], res.stderr[-3000:])
 
 
 def test_cli_train_and_evaluate(tmp_path, tracking_uri, tables):

@@ -235,3 +235,17 @@ def test_openapi_document_is_openapi_30() -> None:
     assert cart["minimum"] == 0 and cart["exclusiveMinimum"] is True
     assert openapi30({"anyOf": [{"type": "string"}, {"type": "null"}], "title": "T"}) == \
         {"type": "string", "title": "T", "nullable": True}
+
+
+def test_precompute_is_bounded_and_switchable() -> None:
+    """Above precompute_max_members (or switched off) nothing is precomputed: every request is scored live."""
+    from types import SimpleNamespace
+
+    from serving.models import ModelSet
+    from serving.precompute import precompute
+
+    online = SimpleNamespace(table=[0] * 50)  # only len() is consulted before the bound check
+    cfg = load_serving_config(env={"MEMBER_ML_SERVING_PRECOMPUTE": "0"})
+    assert cfg.precompute_member_answers is False and precompute(online, ModelSet(), cfg) is None
+    small = load_serving_config(env={}).model_copy(update={"precompute_max_members": 49})
+    assert precompute(online, ModelSet(), small) is None

@@ -106,7 +106,10 @@ def gini(y: object, p: object) -> float:
     y, p = _arrays(y, p)
     if y.sum() <= 0:
         return float("nan")
-    return float((_lorenz_area(y, p) - 0.5) / (_lorenz_area(y, y) - 0.5))
+    best = _lorenz_area(y, y) - 0.5
+    if best <= 1e-12:  # every member has the same value: no ordering can do better than another
+        return float("nan")
+    return float((_lorenz_area(y, p) - 0.5) / best)
 
 
 def spearman(y: object, p: object) -> float:

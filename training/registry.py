@@ -61,10 +61,17 @@ class PromotionResult:
 
 
 def backtest_fingerprint(backtest: Mapping[str, pd.DataFrame]) -> str:
-    """A content hash of the backtest frames (names, columns and values): equal data ⇒ equal fingerprint."""
+    """A content hash of the backtest frames (names, columns and values): equal data ⇒ equal fingerprint.
+
+    Floats are rounded to 6 decimals first: a parallel engine may sum in a different order from run to run, and
+    last-bit differences must not make the same data look new (the gate would then re-score instead of compare).
+    """
     h = hashlib.sha256()
     for name in sorted(backtest):
         df = backtest[name]
+        floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+        if floats:
+            df = df.assign(**{c: df[c].round(6) for c in floats})
         h.update(name.encode())
         h.update(",".join(map(str, df.columns)).encode())
         h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())

@@ -37,10 +37,12 @@ def build_command(
         fail(str(e))
     write_campaign(c, out, config=cfg.model_dump(mode="json"), scores_manifest=manifest)
     con = console()
+    short = {"audience": "audience", "priority": "prio", "eligible": "eligible", "no_consent": "no consent",
+             "in_earlier_audience": "in earlier", "capped": "capped", "members": "members", "treated": "treated",
+             "control": "control", "value": f"value {cfg.currency}", "expected_cost": f"cost {cfg.currency}"}
+    rows = [{short[k]: v for k, v in r.items() if k in short} for r in summary_rows(c)]
     con.print(table(f"campaign {cfg.name!r}: send {c.meta['send_date']}, {c.meta['members_scored']:,} members "
-                    f"scored, {c.meta['no_consent']:,} without marketing consent", summary_rows(c),
-                    ["audience", "priority", "eligible", "no_consent", "in_earlier_audience", "capped", "members",
-                     "treated", "control", "value", "expected_cost"]))
+                    f"scored, {c.meta['no_consent']:,} without marketing consent", rows, list(short.values())))
     con.print(f"written [bold]{out}[/]: {len(c.summary)} audience files, summary.parquet/.csv, campaign.json")
 
 

@@ -76,9 +76,12 @@ def loyalty_command(
     rows = [{"value": r.value_segment, "lifecycle": r.lifecycle_segment, "members": int(r.members),
              "strategy": strat.get(r.value_segment)} for r in seg.itertuples(index=False)]
     con.print(table("segments", rows))
-    con.print(table("points", [{
-        "earned": int(df["points_earned"].sum()), "redeemed": int(df["points_redeemed"].sum()),
-        "reversed by refunds": int(df["points_reversed"].sum()), "expired": int(df["points_expired"].sum()),
-        "balance": int(df["points_balance"].sum()), "rejected redemptions": int(df["redemptions_rejected"].sum()),
-        "members": len(df), "seconds": round(secs, 2)}]))
+    totals = {"members": len(df), "points earned": int(df["points_earned"].sum()),
+              "points redeemed": int(df["points_redeemed"].sum()),
+              "points reversed by refunds": int(df["points_reversed"].sum()),
+              "points expired": int(df["points_expired"].sum()), "points balance": int(df["points_balance"].sum()),
+              "points expiring within 30 days": int(df["points_expiring_30d"].sum()),
+              "redemptions rejected": int(df["redemptions_rejected"].sum()),
+              "tier unknown (no amounts)": int(df["tier"].isna().sum()), "seconds": round(secs, 2)}
+    con.print(table("points and totals", [{"": k, "value": v} for k, v in totals.items()]))
     con.print(f"written [bold]{path}[/]")

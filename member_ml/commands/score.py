@@ -11,6 +11,17 @@ def register(app: typer.Typer) -> None:
     app.command("score")(score_command)
 
 
+def _terminate_cleanly() -> None:
+    """Turn SIGTERM (a job scheduler stopping the run) into an exception, so the temporary output is removed as
+    on Ctrl-C: an interrupted run leaves no partial output."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def score_command(
     store: Annotated[Path, typer.Option("--store", help="Store folder (orders.parquet and optional tables).")],
     as_of: Annotated[str, typer.Option("--as-of", help="Scoring date: features use rows strictly before it.")],
@@ -44,6 +55,7 @@ def score_command(
     except StoreError as e:
         fail(str(e))
     c = console()
+    _terminate_cleanly()
     uri = Settings().resolved_tracking_uri()
     with c.status(f"loading {alias} models from {uri}…"):
         ms = load_models(names, alias, uri)

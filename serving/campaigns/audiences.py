@@ -26,6 +26,8 @@ import pandas as pd
 from features.contract import MEMBER_ID
 from serving.campaigns.config import CampaignConfig, STRATEGIES
 
+Frame = pd.DataFrame | None
+
 ROW_COLUMNS = (
     MEMBER_ID, "audience", "kind", "priority", "rank", "reason", "offer", "offer_cost_member",
     "offer_cost_conversion", "strategy", "tier", "value", "recommended_items", "send_hour", "send_at", "control",
@@ -65,93 +67,123 @@ def _needs(scores: pd.DataFrame, audience: str, cols: tuple[str, ...]) -> None:
 
 # ---------------------------------------------------------------------------------------------------- the rules
 
-def select(kind: str, a: Any, s: pd.DataFrame, rep: pd.DataFrame, cfg: CampaignConfig,
-           send: pd.Timestamp) -> pd.DataFrame:
-    """Eligible members of one audience: member_id, rank_key (higher first), value, reason (plain words)."""
+def _win_back(a: Any, s: pd.DataFrame, rep: Frame, cfg: CampaignConfig, send: pd.Timestamp) -> pd.DataFrame:
     cur = cfg.currency
-    if kind == "win_back":
-        _needs(s, a.name, ("churn_probability", "ltv"))
-        var = _col(s, "value_at_risk", None)
-        var = s["churn_probability"] * s["ltv"] if var is None or var.isna().all() else var
-        m = (s["churn_probability"] >= a.min_churn_probability) & (var >= a.min_value_at_risk)
-        m &= _col(s, "lifecycle_segment", "").isin(a.lifecycle)
-        e = s[m]
-        v = var[m]
-        last = _col(e, "days_since_last_order")
-        reason = ("churn risk " + _int_str(e["churn_probability"] * 100) + "% × expected value "
-                  + _money(e["ltv"], cur) + " = " + _money(v, cur) + " at risk; "
-                  + ("last order " + _int_str(last) + " days ago").where(last.notna(), "no order yet"))
-        return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": v, "value": v, "reason": reason})
-    if kind == "replenishment":
-        if rep is None or not len(rep) or "days_until_due" not in rep.columns:
-            return _empty()
-        r = rep[(rep["days_until_due"] >= -a.overdue_grace_days) & (rep["days_until_due"] < a.due_within_days)]
-        r = r.sort_values(["days_until_due", "category"], kind="mergesort").drop_duplicates(MEMBER_ID)
-        r = r[r[MEMBER_ID].isin(s[MEMBER_ID])]
-        ltv = s.set_index(MEMBER_ID)["ltv"].reindex(r[MEMBER_ID]).to_numpy() if "ltv" in s.columns else np.nan
-        d = r["days_until_due"]
-        when = ("due in " + _int_str(d.clip(lower=0)) + " days").where(d >= 0.5, "due now")
-        when = when.where(d >= -0.5, "overdue by " + _int_str(-d) + " days")
-        reason = ("buys " + r["category"].astype("string") + " about every "
-                  + _int_str(r["due_cycle_days"]) + " days; " + when)
-        return pd.DataFrame({MEMBER_ID: r[MEMBER_ID].astype("string").to_numpy(), "rank_key": -d.to_numpy(),
-                             "value": ltv, "reason": reason.to_numpy(),
-                             "due_category": r["category"].astype("string").to_numpy()})
-    if kind == "tier_upgrade":
-        _needs(s, a.name, ("spend_to_next_tier", "next_tier"))
-        gap = s["spend_to_next_tier"]
-        spent = _col(s, "qualifying_spend").fillna(0.0)
-        threshold = spent + gap
-        share = gap / threshold.where(threshold > 0)
-        m = s["next_tier"].notna() & gap.notna() & (gap > a.min_spend_to_next) & (share <= a.within_share)
-        e = s[m]
-        reason = (_money(gap[m], cur) + " more to reach " + e["next_tier"].astype("string") + " ("
-                  + _money(spent[m], cur) + " of " + _money(threshold[m], cur) + " spent)")
-        return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": -share[m], "value": _col(e, "ltv"),
-                             "reason": reason, "spend_to_next_tier": gap[m]})
-    if kind == "points_expiry":
-        _needs(s, a.name, ("points_expiring_30d",))
-        pts = s["points_expiring_30d"].astype("float64")
-        m = pts >= a.min_points
-        e = s[m]
-        reason = (_int_str(pts[m]) + " points expire within 30 days (balance "
-                  + _int_str(_col(e, "points_balance").astype("float64")) + ")")
-        return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": pts[m], "value": _col(e, "ltv"),
-                             "reason": reason, "points_expiring_30d": pts[m]})
-    if kind == "birthday":
-        _needs(s, a.name, ("days_to_birthday", "as_of"))
-        bday = pd.to_datetime(s["as_of"]).dt.normalize() + pd.to_timedelta(s["days_to_birthday"], unit="D")
-        m = bday.notna() & (bday.dt.year == send.year) & (bday.dt.month == send.month)
-        e = s[m]
-        gift = _col(e, "birthday_gift", False).fillna(False).astype(bool)
-        reason = ("birthday on " + bday[m].dt.strftime("%d %b").astype("string")
-                  + ": birthday-month points" + pd.Series(np.where(gift, " and a birthday gift", ""), index=e.index))
-        return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": _col(e, "ltv").fillna(0.0), "value": _col(e, "ltv"),
-                             "reason": reason})
-    if kind == "onboarding":
-        done = _col(s, "profile_completed", pd.NA).astype("boolean")
-        m = _col(s, "lifecycle_segment", "").isin(a.lifecycle) & ~done.fillna(False)
-        e = s[m]
-        tenure = _col(e, "tenure_days")
-        joined = ("joined " + _int_str(tenure) + " days ago").where(tenure.notna(), "new member")
-        status = pd.Series(np.where(done[m].isna(), "profile status unknown", "profile not completed"),
-                           index=e.index)
-        reason = (joined + "; " + status + ": " + str(a.profile_points) + " points for completing it")
-        return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": -tenure.fillna(0.0), "value": _col(e, "ltv"),
-                             "reason": reason})
-    if kind == "content_recs":
-        n_recs = _col(s, "rec_items", None)
-        m = _col(s, "value_segment", "").isin(a.value_segments)
-        if a.min_recommendations > 0:
-            if n_recs is None:
-                raise ValueError(f"audience {a.name!r} needs recommendations: score with the recs model")
-            m &= n_recs.map(len) >= a.min_recommendations
-        e = s[m]
-        reason = (e["value_segment"].astype("string") + "-value member (" + _money(_col(e, "spend_12m").fillna(0.0), cur)
-                  + " in 12 months): content and recommendations")
-        return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": _col(e, "ltv").fillna(0.0), "value": _col(e, "ltv"),
-                             "reason": reason})
-    raise ValueError(f"unknown audience kind {kind!r}")
+    _needs(s, a.name, ("churn_probability", "ltv"))
+    var = _col(s, "value_at_risk", None)
+    var = s["churn_probability"] * s["ltv"] if var is None or var.isna().all() else var
+    m = (s["churn_probability"] >= a.min_churn_probability) & (var >= a.min_value_at_risk)
+    m &= _col(s, "lifecycle_segment", "").isin(a.lifecycle)
+    e = s[m]
+    v = var[m]
+    last = _col(e, "days_since_last_order")
+    reason = ("churn risk " + _int_str(e["churn_probability"] * 100) + "% × expected value "
+              + _money(e["ltv"], cur) + " = " + _money(v, cur) + " at risk; "
+              + ("last order " + _int_str(last) + " days ago").where(last.notna(), "no order yet"))
+    return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": v, "value": v, "reason": reason})
+
+
+def _replenishment(a: Any, s: pd.DataFrame, rep: Frame, cfg: CampaignConfig, send: pd.Timestamp) -> pd.DataFrame:
+    if rep is None or not len(rep) or "days_until_due" not in rep.columns:
+        return _empty()
+    # due dates are measured from the scores' as_of; the window is counted from the send date
+    shift = 0.0
+    if "as_of" in s.columns and len(s):
+        shift = (send - pd.Timestamp(s["as_of"].iloc[0]).normalize()) / pd.Timedelta(days=1)
+    r = rep.assign(days_until_due=rep["days_until_due"] - shift)
+    r = r[(r["days_until_due"] >= -a.overdue_grace_days) & (r["days_until_due"] < a.due_within_days)]
+    r = r.sort_values(["days_until_due", "category"], kind="mergesort").drop_duplicates(MEMBER_ID)
+    r = r[r[MEMBER_ID].isin(s[MEMBER_ID])]
+    ltv = s.set_index(MEMBER_ID)["ltv"].reindex(r[MEMBER_ID]).to_numpy() if "ltv" in s.columns else np.nan
+    d = r["days_until_due"]
+    when = ("due in " + _int_str(d.clip(lower=0)) + " days").where(d >= 0.5, "due now")
+    when = when.where(d >= -0.5, "overdue by " + _int_str(-d) + " days")
+    reason = ("buys " + r["category"].astype("string") + " about every "
+              + _int_str(r["due_cycle_days"]) + " days; " + when)
+    return pd.DataFrame({MEMBER_ID: r[MEMBER_ID].astype("string").to_numpy(), "rank_key": -d.to_numpy(),
+                         "value": ltv, "reason": reason.to_numpy(),
+                         "due_category": r["category"].astype("string").to_numpy()})
+
+
+def _tier_upgrade(a: Any, s: pd.DataFrame, rep: Frame, cfg: CampaignConfig, send: pd.Timestamp) -> pd.DataFrame:
+    cur = cfg.currency
+    _needs(s, a.name, ("spend_to_next_tier", "next_tier"))
+    gap = s["spend_to_next_tier"]
+    spent = _col(s, "qualifying_spend").fillna(0.0)
+    threshold = spent + gap
+    share = gap / threshold.where(threshold > 0)
+    m = s["next_tier"].notna() & gap.notna() & (gap > a.min_spend_to_next) & (share <= a.within_share)
+    e = s[m]
+    reason = (_money(gap[m], cur) + " more to reach " + e["next_tier"].astype("string") + " ("
+              + _money(spent[m], cur) + " of " + _money(threshold[m], cur) + " spent)")
+    return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": -share[m], "value": _col(e, "ltv"),
+                         "reason": reason, "spend_to_next_tier": gap[m]})
+
+
+def _points_expiry(a: Any, s: pd.DataFrame, rep: Frame, cfg: CampaignConfig, send: pd.Timestamp) -> pd.DataFrame:
+    _needs(s, a.name, ("points_expiring_30d",))
+    pts = s["points_expiring_30d"].astype("float64")
+    m = pts >= a.min_points
+    e = s[m]
+    reason = (_int_str(pts[m]) + " points expire within 30 days (balance "
+              + _int_str(_col(e, "points_balance").astype("float64")) + ")")
+    return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": pts[m], "value": _col(e, "ltv"),
+                         "reason": reason, "points_expiring_30d": pts[m]})
+
+
+def _birthday(a: Any, s: pd.DataFrame, rep: Frame, cfg: CampaignConfig, send: pd.Timestamp) -> pd.DataFrame:
+    _needs(s, a.name, ("days_to_birthday", "as_of"))
+    bday = pd.to_datetime(s["as_of"]).dt.normalize() + pd.to_timedelta(s["days_to_birthday"], unit="D")
+    m = bday.notna() & (bday.dt.year == send.year) & (bday.dt.month == send.month)
+    e = s[m]
+    gift = _col(e, "birthday_gift", False).fillna(False).astype(bool)
+    reason = ("birthday on " + bday[m].dt.strftime("%d %b").astype("string")
+              + ": birthday-month points" + pd.Series(np.where(gift, " and a birthday gift", ""), index=e.index))
+    return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": _col(e, "ltv").fillna(0.0), "value": _col(e, "ltv"),
+                         "reason": reason})
+
+
+def _onboarding(a: Any, s: pd.DataFrame, rep: Frame, cfg: CampaignConfig, send: pd.Timestamp) -> pd.DataFrame:
+    done = _col(s, "profile_completed", pd.NA).astype("boolean")
+    m = _col(s, "lifecycle_segment", "").isin(a.lifecycle) & ~done.fillna(False)
+    e = s[m]
+    tenure = _col(e, "tenure_days")
+    joined = ("joined " + _int_str(tenure) + " days ago").where(tenure.notna(), "new member")
+    status = pd.Series(np.where(done[m].isna(), "profile status unknown", "profile not completed"),
+                       index=e.index)
+    reason = (joined + "; " + status + ": " + str(a.profile_points) + " points for completing it")
+    return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": -tenure.fillna(0.0), "value": _col(e, "ltv"),
+                         "reason": reason})
+
+
+def _content_recs(a: Any, s: pd.DataFrame, rep: Frame, cfg: CampaignConfig, send: pd.Timestamp) -> pd.DataFrame:
+    cur = cfg.currency
+    n_recs = _col(s, "rec_items", None)
+    m = _col(s, "value_segment", "").isin(a.value_segments)
+    if a.min_recommendations > 0:
+        if n_recs is None:
+            raise ValueError(f"audience {a.name!r} needs recommendations: score with the recs model")
+        m &= n_recs.map(len) >= a.min_recommendations
+    e = s[m]
+    reason = (e["value_segment"].astype("string") + "-value member (" + _money(_col(e, "spend_12m").fillna(0.0), cur)
+              + " in 12 months): content and recommendations")
+    return pd.DataFrame({MEMBER_ID: e[MEMBER_ID], "rank_key": _col(e, "ltv").fillna(0.0), "value": _col(e, "ltv"),
+                         "reason": reason})
+
+
+RULES = {"win_back": _win_back, "replenishment": _replenishment, "tier_upgrade": _tier_upgrade,
+         "points_expiry": _points_expiry, "birthday": _birthday, "onboarding": _onboarding,
+         "content_recs": _content_recs}
+
+
+def select(a: Any, s: pd.DataFrame, rep: pd.DataFrame | None, cfg: CampaignConfig,
+           send: pd.Timestamp) -> pd.DataFrame:
+    """Eligible members of one audience: member_id, rank_key (higher first), value, reason (plain words), plus the
+    audience's own details (due_category, spend_to_next_tier, points_expiring_30d)."""
+    rule = RULES.get(a.kind)
+    if rule is None:
+        raise ValueError(f"unknown audience kind {a.kind!r}; known: {sorted(RULES)}")
+    return rule(a, s, rep, cfg, send)
 
 
 def _empty() -> pd.DataFrame:
@@ -210,7 +242,7 @@ def build_campaign(scores: pd.DataFrame, replenishment: pd.DataFrame | None, cfg
     placed: set[str] = set()
     frames, summary = [], []
     for a in sorted((x for x in cfg.audiences if x.enabled), key=lambda x: (x.priority, x.name)):
-        elig_all = select(a.kind, a, s, rep, cfg, send)
+        elig_all = select(a, s, rep, cfg, send)
         elig_all = elig_all.assign(**{MEMBER_ID: elig_all[MEMBER_ID].astype("string")})
         withdrawn = elig_all[MEMBER_ID].isin(no_consent)
         elig = elig_all[~withdrawn]

@@ -125,7 +125,7 @@ def table_rows(res: pd.DataFrame) -> list[dict[str, Any]]:
             "conv. control %": round(100 * r["converted_control"], 1),
             "conv. uplift pp [95%]": ci("converted", 100),
             "revenue/member uplift [95%]": ci("revenue", 1, 2),
-            "incremental revenue": round(r["incremental_revenue"], 0) if r["incremental_revenue"] == r["incremental_revenue"] else None,
+            "incremental revenue": None if np.isnan(r["incremental_revenue"]) else round(r["incremental_revenue"]),
             "cost": round(r["cost"], 0),
             "ROI": None if np.isnan(r["roi"]) else round(r["roi"], 2),
         })
