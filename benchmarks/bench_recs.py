@@ -67,7 +67,7 @@ def taobao(data: Path) -> dict[str, pd.DataFrame]:
 
 
 SPLITS = {
-    "completejourney": {"cutoff": "2017-12-04", "config": {"horizon_days": 28, "n_train_splits": 3,
+    "completejourney": {"cutoff": "2017-12-04", "config": {"horizon_days": 28, "n_train_splits": 2,
                                                            "als_grid": [{"factors": 64}]}},
     "online_retail": {"cutoff": "2011-11-09", "config": {"horizon_days": 30, "n_train_splits": 2,
                                                          "als_grid": [{"factors": 64}]}},

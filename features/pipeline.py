@@ -25,7 +25,7 @@ from features.definitions import FeatureSpec, definitions_digest, feature_plan, 
 from features.definitions.recent_items import RECENT_ITEMS_DAYS, recent_items_plan
 from features.engine import Engine, Plan, TableSource, as_timestamp, open_engine, sql_literal_timestamp
 
-FEATURE_VERSION = "1.0"
+FEATURE_VERSION = "1.1"  # 1.1: exact decimal money sums and integer-second gaps (bit-for-bit reproducible)
 
 LOYALTY_FEATURES: tuple[str, ...] = ("tier_rank", "points_balance", "spend_to_next_tier")
 _LOYALTY_DESCRIPTIONS = {

@@ -193,3 +193,20 @@ def test_recent_items_take_catalogue_category_when_lines_have_none() -> None:
     assert items.loc[items.item_id == "i9", "category"].item() == "数码"
     no_catalogue = compute_recent_items({k: v for k, v in tables.items() if k != "items"}, t)
     assert no_catalogue.loc[no_catalogue.item_id == "i9", "category"].isna().all()
+
+
+def test_features_and_labels_are_bit_for_bit_reproducible(tmp_path) -> None:
+    """Money sums are exact decimals and gap statistics exact integer sums: no run-to-run float noise (parallel
+    aggregation order) that would make two trainings on the same data differ."""
+    from features.engine import DuckDBEngine
+    from features.labels import compute_labels
+
+    store = write_store(tmp_path / "s", make_tables(300, 9))
+    runs = []
+    for threads in (1, 2, 2):
+        with DuckDBEngine(threads=threads) as eng:
+            runs.append((compute_features(store, "2022-09-01", engine=eng),
+                         compute_labels(store, "2022-06-01", ltv_horizon=120, engine=eng)))
+    for feats, labels in runs[1:]:
+        pd.testing.assert_frame_equal(feats, runs[0][0], check_exact=True)
+        pd.testing.assert_frame_equal(labels, runs[0][1], check_exact=True)

@@ -193,6 +193,7 @@ def test_pyfunc_round_trip_needs_no_training_code(tmp_path, tracking_uri, fitted
     expected = model.predict(None, inp, params={"as_of": fitted.cutoff})
     mlflow.set_tracking_uri(tracking_uri)
     exp = mlflow.create_experiment("recs-pyfunc-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=exp)  # logged models follow the current experiment, not the run's
     with mlflow.start_run(experiment_id=exp):  # artifacts under tmp_path, never ./mlruns
         artifacts = model.save_artifacts(tmp_path / "art")
         info = log_pyfunc_model(entry="member_pyfunc.recs:RecsModel", artifacts=artifacts,
@@ -219,8 +220,10 @@ def test_pyfunc_round_trip_needs_no_training_code(tmp_path, tracking_uri, fitted
     assert res.returncode == 0 and "ok" in res.stdout, (res.stdout[-2000:], res.stderr[-3000:])
 
 
-def test_cli_train_and_evaluate(tmp_path, tracking_uri, tables):
+def test_cli_train_and_evaluate(tmp_path, tracking_uri, tables, monkeypatch):
     from typer.testing import CliRunner
+
+    monkeypatch.chdir(tmp_path)  # any MLflow default ./mlruns lands in tmp_path, not the checkout
 
     from features.store import Store
     from member_ml.cli import app

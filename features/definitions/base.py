@@ -13,11 +13,16 @@ from __future__ import annotations
 
 from features.engine import Step
 
+# Money and quantities are summed as exact decimals (4 places): a float SUM depends on the order rows arrive in,
+# which a parallel engine does not fix, and features must be bit-for-bit reproducible (training runs, the gate).
+MONEY = "CAST({} AS DECIMAL(18, 4))"
+
 
 def steps(t: str, tables: frozenset[str]) -> list[Step]:
     """The as-of views. `population` is not here: feature_plan builds it from the per-member family relations."""
     out = [Step("ol", f"""
-            SELECT member_id, order_id, ordered_at, amount, item_id, category, quantity, discount, coupon_used, status
+            SELECT member_id, order_id, ordered_at, {MONEY.format("amount")} AS amount, item_id, category,
+                   {MONEY.format("quantity")} AS quantity, {MONEY.format("discount")} AS discount, coupon_used, status
             FROM orders WHERE ordered_at < {t}""", view=True)]
     if "events" in tables:
         out.append(Step("ev", f"SELECT member_id, occurred_at, type, item_id, value FROM events WHERE occurred_at < {t}",

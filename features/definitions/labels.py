@@ -23,7 +23,8 @@ def label_plan(t: str, *, churn_horizon: int, ltv_horizon: int, timing_horizon: 
           SUM(CASE WHEN status = 'paid' AND ordered_at < {t} + INTERVAL {churn_horizon} DAY THEN 1 ELSE 0 END)
             AS n_paid_churn,
           SUM(CASE WHEN ordered_at < {t} + INTERVAL {ltv_horizon} DAY
-                   THEN CASE WHEN status = 'paid' THEN amount ELSE -amount END ELSE 0 END) AS ltv_net,
+                   THEN CASE WHEN status = 'paid' THEN CAST(amount AS DECIMAL(18, 4))
+                             ELSE -CAST(amount AS DECIMAL(18, 4)) END ELSE 0 END) AS ltv_net,
           MIN(CASE WHEN status = 'paid' THEN ordered_at END) AS next_paid_at
         FROM orders
         WHERE ordered_at >= {t} AND ordered_at < {t} + INTERVAL {hmax} DAY

@@ -66,14 +66,16 @@ def steps(t: str, tables: frozenset[str]) -> list[Step]:
               FROM ol GROUP BY member_id, order_id
             ) g"""),
         # Inter-purchase gaps: a window over a narrow relation (member, time, order_id) of the paid orders, in
-        # time order (order_id breaks ties, so "the last gap" is deterministic).
+        # time order (order_id breaks ties, so "the last gap" is deterministic). Whole seconds, summed exactly
+        # (count, sum, sum of squares as decimals): mean and std do not depend on row order.
         Step("gaps", """
-            SELECT member_id, AVG(gap_days) AS gap_mean, STDDEV_SAMP(gap_days) AS gap_std,
-              MAX(CASE WHEN is_last = 1 THEN gap_days END) AS gap_last
+            SELECT member_id, COUNT(gap_s) AS n_gaps, SUM(gap_s) AS s1, SUM(gap_s * gap_s) AS s2,
+              MAX(CASE WHEN is_last = 1 THEN gap_s END) AS gap_last_s
             FROM (
               SELECT member_id,
-                DATE_DIFF('second', LAG(ordered_at) OVER (PARTITION BY member_id ORDER BY ordered_at, order_id),
-                          ordered_at) / 86400.0 AS gap_days,
+                CAST(DATE_DIFF('second',
+                               LAG(ordered_at) OVER (PARTITION BY member_id ORDER BY ordered_at, order_id),
+                               ordered_at) AS DECIMAL(18, 0)) AS gap_s,
                 CASE WHEN LEAD(ordered_at) OVER (PARTITION BY member_id ORDER BY ordered_at, order_id) IS NULL
                      THEN 1 ELSE 0 END AS is_last
               FROM ordg WHERE ordered_at IS NOT NULL
@@ -93,7 +95,8 @@ def steps(t: str, tables: frozenset[str]) -> list[Step]:
               SUM(n_refund_lines) AS n_refund_lines, SUM(n_cancel_lines) AS n_cancel_lines
             FROM ordg GROUP BY member_id"""),
         Step("catmix", f"""
-            SELECT member_id, COUNT(*) AS n_categories, SUM(n) AS n_cat_lines, SUM(n * LN(n)) AS nlogn,
+            SELECT member_id, COUNT(*) AS n_categories, SUM(n) AS n_cat_lines,
+              SUM(CAST(ROUND(n * LN(n), 9) AS DECIMAL(38, 9))) AS nlogn,
               MAX(n) AS top_n, MAX(CASE WHEN rn = 1 THEN category END) AS top_category
             FROM (
               SELECT member_id, category, n,
@@ -138,6 +141,10 @@ def families(t: str, tables: frozenset[str]) -> list[Family]:
             F(f"spend_{w}d", money(f"r.gross_{w}d - COALESCE(r.refunded_{w}d, 0)"), "rfm",
               f"spend in the last {w} days net of refunds in that window"),
         ]
+    gap_mean = "CASE WHEN gp.n_gaps > 0 THEN CAST(gp.s1 AS DOUBLE) / gp.n_gaps / 86400.0 END"
+    s1 = "CAST(gp.s1 AS DOUBLE)"
+    gap_std = (f"CASE WHEN gp.n_gaps > 1 THEN SQRT(GREATEST((CAST(gp.s2 AS DOUBLE) - {s1} * {s1} / gp.n_gaps)"
+               f" / (gp.n_gaps - 1), 0.0)) / 86400.0 END")
     tenure_from = "COALESCE(mem.joined_at, r.first_order_at)" if "members" in tables else "r.first_order_at"
     tenure = [
         F("tenure_days", days_since(tenure_from, t), "tenure",
@@ -145,10 +152,10 @@ def families(t: str, tables: frozenset[str]) -> list[Family]:
         F("days_since_first_order", days_since("r.first_order_at", t), "tenure", "days since the first paid order"),
     ]
     gaps = [
-        F("gap_mean_days", "gp.gap_mean", "gaps", "mean days between consecutive paid orders"),
-        F("gap_std_days", "gp.gap_std", "gaps", "sample std of days between consecutive paid orders"),
-        F("gap_last_days", "gp.gap_last", "gaps", "days between the last two paid orders"),
-        F("recency_over_gap", div(days_since("r.last_order_at", t), "gp.gap_mean"), "gaps",
+        F("gap_mean_days", gap_mean, "gaps", "mean days between consecutive paid orders"),
+        F("gap_std_days", gap_std, "gaps", "sample std of days between consecutive paid orders"),
+        F("gap_last_days", "gp.gap_last_s / 86400.0", "gaps", "days between the last two paid orders"),
+        F("recency_over_gap", div(days_since("r.last_order_at", t), gap_mean), "gaps",
           "recency ÷ mean gap (> 1: overdue)"),
     ]
     trend = [

@@ -16,7 +16,6 @@ held out as control.
 """
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,7 +320,3 @@ def summary_rows(c: Campaign) -> list[dict[str, Any]]:
     """The summary as plain dicts (for the CLI table)."""
     return [{k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()}
             for r in c.summary.to_dict("records")]
-
-
-def send_date_of(meta: dict[str, Any]) -> dt.date:
-    return dt.date.fromisoformat(meta["send_date"])
