@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The test suite also runs the Spark parity tests (pyspark builds its wheel once: ~2.5 min; Java 17 is needed).
+SPARK_STAMP := $(VENV)/.installed-spark
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,spark]'
+	@touch $(SPARK_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +37,7 @@ demo: $(STAMP)
 	$(BIN)/member-ml models
 	$(BIN)/member-ml online build --store $(DEMO_DIR)/store --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)/online.duckdb
 
-test: $(STAMP)
+test: $(SPARK_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --timeout 900
 
 test-fast: $(STAMP)
