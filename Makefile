@@ -36,6 +36,7 @@ demo: $(STAMP)
 	$(BIN)/member-ml train recs --store $(DEMO_DIR)/store
 	$(BIN)/member-ml models
 	$(BIN)/member-ml online build --store $(DEMO_DIR)/store --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)/online.duckdb
+	$(BIN)/member-ml serve import
 
 test: $(SPARK_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --timeout 900
