@@ -37,6 +37,8 @@ demo: $(STAMP)
 	$(BIN)/member-ml models
 	$(BIN)/member-ml online build --store $(DEMO_DIR)/store --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)/online.duckdb
 	$(BIN)/member-ml serve import
+	$(BIN)/member-ml score --store $(DEMO_DIR)/store --as-of $(DEMO_AS_OF) --out $(DEMO_DIR)/scores
+	$(BIN)/member-ml campaign build --scores $(DEMO_DIR)/scores --out $(DEMO_DIR)/campaign
 
 test: $(SPARK_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --timeout 900
