@@ -203,7 +203,8 @@ class LoyaltyConfig(_Strict):
         return tier.window or self.ladder.window
 
 
-def _format_errors(exc: ValidationError) -> str:
+def format_validation_errors(exc: ValidationError) -> str:
+    """One line naming each bad field and its problem (shared by every YAML config loader)."""
     parts = []
     for e in exc.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
@@ -219,7 +220,7 @@ def parse_config(data: object, source: str = "<dict>") -> LoyaltyConfig:
     try:
         return LoyaltyConfig.model_validate(data)
     except ValidationError as exc:
-        raise LoyaltyConfigError(f"{source}: invalid loyalty config: {_format_errors(exc)}") from None
+        raise LoyaltyConfigError(f"{source}: invalid loyalty config: {format_validation_errors(exc)}") from None
 
 
 def load_config(path: str | Path | None = None) -> LoyaltyConfig:

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loyalty.config import format_validation_errors
+
 DEFAULT_AUDIENCES = Path(__file__).resolve().parent / "audiences.yaml"
 STRATEGIES = ("exclusive_service", "points_and_coupons", "content_and_recommendations")
 
@@ -150,21 +152,13 @@ class CampaignConfig(_Strict):
         return None
 
 
-def _format_errors(exc: ValidationError) -> str:
-    parts = []
-    for e in exc.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        parts.append(f"{loc}: {e['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
 def parse_campaign(data: object, source: str = "<dict>") -> CampaignConfig:
     if not isinstance(data, dict):
         raise CampaignConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
     try:
         return CampaignConfig.model_validate(data)
     except ValidationError as e:
-        raise CampaignConfigError(f"{source}: invalid campaign config: {_format_errors(e)}") from None
+        raise CampaignConfigError(f"{source}: invalid campaign config: {format_validation_errors(e)}") from None
 
 
 def load_campaign(path: str | Path | None = None) -> CampaignConfig:
