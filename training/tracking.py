@@ -43,16 +43,19 @@ def artifact_location(uri: str, model: str) -> str | None:
 
 
 def ensure_experiment(model: str, settings: Settings | None = None) -> str:
-    """Get or create the model's experiment; return its id (configures MLflow first)."""
+    """Get or create the model's experiment, make it the active one, and return its id (configures MLflow first)."""
     import mlflow
 
     settings = settings or Settings()
     uri = configure(settings)
     name = experiment_name(model)
     exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return mlflow.create_experiment(name, artifact_location=artifact_location(uri, model))
+    exp_id = exp.experiment_id if exp is not None else mlflow.create_experiment(
+        name, artifact_location=artifact_location(uri, model))
+    # MLflow 3 files logged models under the *active* experiment, not the run's: without this they land in the
+    # Default experiment, whose artifacts live in ./mlruns of whatever directory created the database.
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
 
 
 @contextmanager
