@@ -103,7 +103,7 @@ def run_dataset(name: str, store: Store, cutoff: str, horizon: int, *, with_orac
     ccfg = churn.load_config(None, horizon_days=horizon)
     lcfg = ltv.load_config(None, horizon_days=horizon)
     print(f"== {name}: cutoff {t.date()}, horizon {horizon} days", flush=True)
-    data = backtest.load(store, t, horizon, max_train_cutoffs=ccfg.max_train_cutoffs)
+    data = backtest.load(store, t, horizon, max_train_cutoffs=ccfg.max_train_cutoffs, every_days=ccfg.cutoff_every_days)
     print(f"  features + labels: {time.perf_counter() - t0:.0f} s ({len(data.train)} training rows, "
           f"{len(data.test)} test members)", flush=True)
     bg = None

@@ -3,8 +3,10 @@
 
 Figures (benchmarks/results/loyalty.json):
 - `loyalty_batch_s`: `loyalty.batch.evaluate(orders, events, members, as_of)` (what `member_state` runs) wall
-  seconds, inputs in memory; `loyalty_batch_cpu_s` its CPU seconds (the wall time on an idle machine: the engine is
-  single-threaded), `phase_*_s` the wall seconds per phase;
+  seconds, inputs in memory; `loyalty_batch_cpu_s` its process CPU seconds (all threads: the orders and the events
+  are prepared in two threads, then the members are evaluated in two halves in two threads, so on an idle 2-core
+  machine the wall is below the CPU figure); `phase_prepare_s` and `phase_rules_s` the wall seconds of the two
+  parallel sections, `phase_<orders|tiers|…>_s` the per-phase thread seconds summed over the two halves;
 - `order_lines_per_s`: order lines (before as_of) / `loyalty_batch_s`; `members`, `order_lines`, `events` counts;
 - `loyalty_peak_rss_mib`: peak RSS of the fresh process that reads the three tables and runs the batch;
 - `read_s`: reading the Parquet tables into pandas (not part of the batch figure).
@@ -52,7 +54,9 @@ def measure(path: Path) -> dict[str, Any]:
 
     store = Store(path)
     t0 = time.perf_counter()
-    orders = store.read("orders")
+    # the columns the rules read (what features.pipeline fetches for them)
+    orders = store.read("orders", columns=["order_id", "member_id", "ordered_at", "amount", "item_id", "category",
+                                           "quantity", "status"])
     events = store.read_optional("events")
     members = store.read_optional("members")
     read_s = time.perf_counter() - t0
@@ -90,8 +94,10 @@ def main() -> None:
     write_result("loyalty", figures=figures, units=units,
                  notes={"store": f"features.synthetic n={n} seed={SEED}", "as_of": AS_OF, "target": "≤ 60 s",
                         "tiers": res["tiers"], "load_average_1m_at_end": res["load_average_1m"],
-                        "cpu_note": "loyalty_batch_cpu_s is process CPU time: the wall figure on an idle machine "
-                                    "(the engine is single-threaded numpy/pandas)"}, merge=False)
+                        "cpu_note": "loyalty_batch_cpu_s is process CPU time over all threads (prepare: orders and "
+                                    "events in two threads; rules: two member halves in two threads); on an idle "
+                                    "2-core machine the wall figure is below it. phase_*_cpu_s are per-thread CPU "
+                                    "seconds (summed over the halves for the rule phases)"}, merge=False)
 
 
 if __name__ == "__main__":

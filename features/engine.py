@@ -118,6 +118,10 @@ class DuckDBEngine:
         self.con.execute(f"SET temp_directory = '{os.fspath(self._tmp)}'")
         self.con.execute("SET preserve_insertion_order = false")
         self.con.execute("SET enable_progress_bar = false")
+        # return freed memory to the OS in the background: otherwise the allocator keeps the peak of the feature
+        # queries (~2 GB at 1M members) resident while the loyalty state runs in pandas (measured: RSS after the SQL
+        # 700 → 390 MiB at 200k members, no CPU cost)
+        self.con.execute("SET allocator_background_threads = true")
         self._frames: dict[str, pd.DataFrame] = {}
         self._in_memory = False
         self._loaded: dict[str, str] = {}  # table name -> VIEW | TABLE
@@ -238,6 +242,27 @@ class SparkEngine:
             sdf.createOrReplaceTempView(step.name)
         try:
             return self.spark.sql(to_dialect(plan.final, "spark")).toPandas()
+        finally:
+            for sdf in cached:
+                sdf.unpersist()
+            for step in plan.steps:
+                self.spark.catalog.dropTempView(step.name)
+
+    def dataframe(self, plan: Plan) -> Any:
+        """The plan's result as a Spark DataFrame, not collected (batch scoring on Spark keeps working on it).
+
+        The result is materialized once (`localCheckpoint`, on the executors), so the steps' caches and views can be
+        released at once and later stages do not recompute the plan.
+        """
+        cached = []
+        for step in plan.steps:
+            sdf = self.spark.sql(to_dialect(step.sql, "spark"))
+            if not step.view:
+                sdf = sdf.cache()
+                cached.append(sdf)
+            sdf.createOrReplaceTempView(step.name)
+        try:
+            return self.spark.sql(to_dialect(plan.final, "spark")).localCheckpoint(eager=True)
         finally:
             for sdf in cached:
                 sdf.unpersist()

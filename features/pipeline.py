@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from features.definitions import FeatureSpec, definitions_digest, feature_plan, feature_specs
@@ -82,6 +83,26 @@ def _loyalty_event_types() -> list[str] | None:
     return None if fn is None else sorted(fn(load_config()))
 
 
+def loyalty_queries(tables: Iterable[str], t: pd.Timestamp, part: str = "") -> dict[str, str]:
+    """The SELECTs (DuckDB dialect) giving `loyalty.batch.member_state` its orders, events and members strictly before
+    `t`: only the columns and event types the rules read (`part` is an extra `AND …` condition, e.g. a member
+    bucket). Shared by `_loyalty_features` and batch scoring on Spark (serving/spark_batch.py)."""
+    lit = sql_literal_timestamp(t)
+    out = {"orders": f"SELECT {LOYALTY_ORDER_COLUMNS} FROM orders WHERE ordered_at < {lit}{part}"}
+    if "events" in tables:
+        types = _loyalty_event_types()
+        in_types = None if types is None else "type IN (" + ", ".join(f"'{x}'" for x in types) + ")"
+        ev_sql = f"SELECT member_id, occurred_at, type, item_id, value FROM events WHERE occurred_at < {lit}{part}"
+        if in_types is not None:  # other types only make a member known: their first one is enough
+            ev_sql = (f"{ev_sql} AND {in_types} UNION ALL "
+                      f"SELECT member_id, MIN(occurred_at), MIN(type), NULL, NULL FROM events "
+                      f"WHERE occurred_at < {lit}{part} AND NOT {in_types} GROUP BY member_id")
+        out["events"] = ev_sql
+    if "members" in tables:
+        out["members"] = f"SELECT * FROM members WHERE (joined_at IS NULL OR joined_at < {lit}){part}"
+    return out
+
+
 def _loyalty_features(eng: Engine, tables: frozenset[str],
                       t: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """(loyalty feature columns, full `loyalty.batch.member_state` frame) at T over the rows strictly before T.
@@ -95,22 +116,13 @@ def _loyalty_features(eng: Engine, tables: frozenset[str],
     lit = sql_literal_timestamp(t)
     n = int(eng.run(Plan((), f"SELECT COUNT(*) AS n FROM orders WHERE ordered_at < {lit}"))["n"].iloc[0])
     k = max(1, -(-n // LOYALTY_CHUNK_ROWS))
-    types = _loyalty_event_types()
-    in_types = None if types is None else "type IN (" + ", ".join(f"'{x}'" for x in types) + ")"
     parts, states = [], []
     for i in range(k):
         part = "" if k == 1 else f" AND HASH(member_id) % {k} = {i}"
-        orders = eng.run(Plan((), f"SELECT {LOYALTY_ORDER_COLUMNS} FROM orders WHERE ordered_at < {lit}{part}"))
-        events = None
-        if "events" in tables:
-            ev_sql = f"SELECT member_id, occurred_at, type, item_id, value FROM events WHERE occurred_at < {lit}{part}"
-            if in_types is not None:  # other types only make a member known: their first one is enough
-                ev_sql = (f"{ev_sql} AND {in_types} UNION ALL "
-                          f"SELECT member_id, MIN(occurred_at), MIN(type), NULL, NULL FROM events "
-                          f"WHERE occurred_at < {lit}{part} AND NOT {in_types} GROUP BY member_id")
-            events = eng.run(Plan((), ev_sql))
-        members = (eng.run(Plan((), f"SELECT * FROM members WHERE (joined_at IS NULL OR joined_at < {lit}){part}"))
-                   if "members" in tables else None)
+        queries = loyalty_queries(tables, t, part)
+        orders = eng.run(Plan((), queries["orders"]))
+        events = eng.run(Plan((), queries["events"])) if "events" in queries else None
+        members = eng.run(Plan((), queries["members"])) if "members" in queries else None
         state = fn(orders, events, members, t)
         del orders, events, members
         missing = [c for c in LOYALTY_FEATURES if c not in state.columns]
@@ -126,6 +138,19 @@ def _loyalty_features(eng: Engine, tables: frozenset[str],
         return parts[0], states[0]
     return (pd.concat(parts, ignore_index=True),
             pd.concat(states, ignore_index=True).sort_values("member_id", ignore_index=True))
+
+
+def _join_loyalty(df: pd.DataFrame, loyalty: pd.DataFrame) -> pd.DataFrame:
+    """`df` LEFT JOIN `loyalty` on member_id (loyalty columns appended; NaN for members without a loyalty row),
+    without copying the wide feature frame the way `merge` does (loyalty state has one row per member)."""
+    idx = pd.Index(loyalty["member_id"])
+    if not idx.is_unique:
+        dup = idx[idx.duplicated()][:5].tolist()
+        raise ValueError(f"loyalty.batch.member_state returned several rows for member_id(s) {dup}")
+    pos = idx.get_indexer(df["member_id"])  # -1: no loyalty row → the NaN appended below
+    for c in LOYALTY_FEATURES:
+        df[c] = np.append(loyalty[c].to_numpy(dtype="float64"), np.nan)[pos]
+    return df
 
 
 def compute_features(source: TableSource, as_of: object, *, engine: str | Engine = "duckdb",
@@ -157,7 +182,7 @@ def compute_features_and_loyalty(source: TableSource, as_of: object, *, engine: 
     state = None
     if loyalty is not None:
         loyalty, state = loyalty
-        df = df.merge(loyalty, on="member_id", how="left")
+        df = _join_loyalty(df, loyalty)
     df = df.reset_index(drop=True)
     df.attrs.update({"as_of": t.isoformat(), "feature_version": FEATURE_VERSION,
                      "definitions": definitions_digest(tables), "tables": sorted(tables)})

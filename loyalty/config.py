@@ -5,6 +5,8 @@ shipped default (the seeds' six-tier ladder); errors name the offending field an
 """
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -134,6 +136,10 @@ class Points(_Strict):
     apply_tier_multiplier: bool = True
     expiry: Expiry = Field(default_factory=Expiry)
     expiring_soon_days: int = Field(30, ge=1, le=3650)
+    pending_days: int = Field(0, ge=0, le=365, description=(
+        "confirmation/return window: an order's points are credited this many days after it is placed and are "
+        "pending until then (a refund inside the window removes them); 0 = credited at once. The source "
+        "documents say nothing about when points are credited, so the default is 0"))
     redeem_event: str = Field("redeem", description="event type whose `value` is points to redeem")
 
     def unit_cents(self) -> int:
@@ -191,6 +197,9 @@ class LoyaltyConfig(_Strict):
     name: str = "default"
     currency: str = "CNY"
     member_day_of_month: int | None = Field(None, ge=1, le=28)
+    member_day_discount_rate: float = Field(1.0, gt=0, le=1, description=(
+        "extra price multiplier on the member day for tiers with the member_day benefit (0.95 = a further 9.5折); "
+        "1.0 = no member-day price"))
     ladder: Ladder
     points: Points = Field(default_factory=Points)
     segments: Segments = Field(default_factory=Segments)
@@ -224,11 +233,22 @@ def parse_config(data: object, source: str = "<dict>") -> LoyaltyConfig:
 
 
 def load_config(path: str | Path | None = None) -> LoyaltyConfig:
-    """Load and validate a YAML loyalty config; `None` gives the shipped default (six-tier ladder)."""
+    """Load and validate a YAML loyalty config; `None` gives the shipped default (six-tier ladder).
+
+    Parsed configs are cached per file version (path, modification time, size): features and serving call this
+    once per request, and the YAML parse plus validation cost more than a small request's rules. The returned
+    model is frozen, so sharing it is safe; an edited file is re-read."""
     p = Path(path) if path is not None else DEFAULT_CONFIG
     if not p.is_file():
         shipped = sorted(x.name for x in CONFIG_DIR.glob("*.yaml"))
         raise LoyaltyConfigError(f"loyalty config {p} does not exist (shipped configs in {CONFIG_DIR}: {shipped})")
+    st = p.stat()
+    return _load_version(os.path.abspath(p), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=16)
+def _load_version(path: str, mtime_ns: int, size: int) -> LoyaltyConfig:
+    p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -1,14 +1,17 @@
 """Input checks and normalisation: contract frames → integer arrays the engine works on.
 
-Only rows strictly before `as_of` are used (point-in-time). Exact duplicate rows count once (idempotent replays).
-Member ids are coded in sorted order so every result is independent of row order. Amounts become integer cents.
-String columns are never turned into Python objects row by row (20M-row stores): they are factorised or compared
-in Arrow, then everything downstream is integer arrays.
+Only rows strictly before `as_of` are used (point-in-time). Exact duplicate rows count once (idempotent replays):
+a 64-bit row hash and one sort find candidate duplicates, which are then compared exactly. Member ids are coded in
+sorted order so every result is independent of row order. Amounts become integer cents. String columns are never
+turned into Python objects row by row (20M-row stores): they are factorised or compared in Arrow, then everything
+downstream is integer arrays (plain dicts of numpy columns, no DataFrame consolidation copies). Orders and events
+are prepared in two threads on big inputs.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,29 +70,50 @@ def _no_nulls(df: pd.DataFrame, table: str, columns: list[str]) -> None:
             raise LoyaltyInputError(f"{table}.{c}: {n} null value(s); this column is required (ingest quarantines such rows)")
 
 
-def _mix(h: np.ndarray, col: np.ndarray) -> np.ndarray:
-    """Fold one column into a 64-bit row hash (splitmix64 finaliser)."""
-    x = h ^ (np.ascontiguousarray(col).view(np.uint64) + np.uint64(0x9E3779B97F4A7C15))
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xBF58476D1CE4E5B9)
+
+
+def _as_u64(col: np.ndarray) -> np.ndarray:
+    """A column's 64-bit pattern (bools and small ints widened; every NaN mapped to one pattern)."""
+    a = np.asarray(col)
+    if a.dtype.kind == "f":
+        a = np.where(np.isnan(a), np.nan, a).astype(np.float64, copy=False)
+    elif a.dtype.itemsize != 8:
+        a = a.astype(np.int64)
+    return np.ascontiguousarray(a).view(np.uint64)
+
+
+def row_hash(cols: list[np.ndarray]) -> np.ndarray:
+    """64-bit hash per row: multiply-xorshift over each column, in place (a few passes per column). Equal rows get
+    equal hashes; unequal rows almost never do (callers confirm candidates exactly)."""
+    n = len(cols[0])
+    h = np.full(n, _K2, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for c in cols:
+            np.bitwise_xor(h, _as_u64(c), out=h)
+            np.multiply(h, _K1, out=h)
+            np.bitwise_xor(h, h >> np.uint64(29), out=h)
+        np.multiply(h, _K2, out=h)
+        np.bitwise_xor(h, h >> np.uint64(32), out=h)
+    return h
 
 
 def duplicate_rows(cols: list[np.ndarray]) -> np.ndarray:
-    """Mask of rows equal (in every column) to an earlier row: a 64-bit hash finds candidates in one O(n) pass,
-    then candidates are compared exactly (so a hash collision never drops a row)."""
+    """Mask of rows equal (in every column) to an earlier row: a 64-bit row hash finds candidates with one sort
+    (no hash table), then candidates are compared exactly (so a hash collision never drops a row)."""
     n = len(cols[0])
     if n == 0:
         return np.zeros(0, dtype=bool)
-    with np.errstate(over="ignore"):
-        h = np.zeros(n, dtype=np.uint64)
-        for c in cols:
-            h = _mix(h, np.asarray(c).astype(np.int64, copy=False) if np.asarray(c).dtype == bool else np.asarray(c))
-    cand = pd.Series(h).duplicated(keep=False).to_numpy()
+    h = row_hash(cols)
+    s = np.sort(h)
+    rep = s[1:][s[1:] == s[:-1]]
     out = np.zeros(n, dtype=bool)
-    if cand.any():
-        idx = np.flatnonzero(cand)
-        sub = pd.DataFrame({i: np.asarray(c)[idx] for i, c in enumerate(cols)})
+    if len(rep):
+        u = np.unique(rep)
+        pos = np.minimum(np.searchsorted(u, h), len(u) - 1)
+        idx = np.flatnonzero(u[pos] == h)
+        sub = pd.DataFrame({i: _as_u64(c)[idx] for i, c in enumerate(cols)})
         out[idx[sub.duplicated().to_numpy()]] = True
     return out
 
@@ -100,8 +124,8 @@ class Inputs:
 
     as_of: int
     member_ids: pd.Index
-    lines: pd.DataFrame     # m, t, order, item, cents, known, refund, bonus (order rows before as_of, deduplicated)
-    events: pd.DataFrame    # m, t, type (categorical of the rule types), value (event rows before as_of, deduplicated)
+    lines: dict[str, np.ndarray]  # m, t, order, item, cents, known, refund, bonus (rows before as_of, deduplicated)
+    events: dict[str, Any]  # m, t, type (categorical of the rule types), value (event rows before as_of, deduplicated)
     birth_month: np.ndarray  # per member: 1..12, 0 unknown
     joined: np.ndarray       # per member: µs, NO_TIME unknown
     first_event: np.ndarray  # per member: first event of any type before as_of (µs), NO_TIME when none
@@ -114,32 +138,19 @@ class Inputs:
 
 def _codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     codes, uniq = pd.factorize(col)
-    return codes.astype(np.int64), pd.Index(uniq, dtype="string")
+    return codes.astype(np.int64, copy=False), pd.Index(uniq, dtype="string")
 
 
-def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataFrame | None, as_of: object,
-            event_types: set[str] | None = None, category_bonus: dict[str, int] | None = None) -> Inputs:
-    """Validate and normalise the three tables for one as-of date.
+_PARALLEL_ROWS = 200_000  # below this the two table parts run one after the other (thread start-up is not free)
 
-    `event_types`: the event types the rules use (others only make their member known); `category_bonus`:
-    category → flat bonus points per paid line (computed here so category strings never leave Arrow).
-    """
-    T = as_of_us(as_of)
-    _require(orders, "orders", [ORDER_ID, MEMBER_ID, ORDERED_AT, "amount"])
-    _no_nulls(orders, "orders", [ORDER_ID, MEMBER_ID, ORDERED_AT])
-    has_events = events is not None and len(events) > 0
-    if has_events:
-        _require(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
-    # hashing the id strings is most of the work on big stores: Arrow releases the GIL, so two threads overlap it
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = {"o_m": pool.submit(_codes, orders[MEMBER_ID]), "o_order": pool.submit(_codes, orders[ORDER_ID])}
-        if ITEM_ID in orders.columns:
-            jobs["o_item"] = pool.submit(_codes, orders[ITEM_ID])
-        if has_events:
-            jobs["e_m"] = pool.submit(_codes, events[MEMBER_ID])
-        codes = {k: f.result() for k, f in jobs.items()}
+
+def _orders_part(orders: pd.DataFrame, T: int, category_bonus: dict[str, int] | None,
+                 order_codes: Future | None = None) -> dict:
+    """Order lines before T as integer arrays (member codes local to `o_uniq`), deduplicated. `order_codes`: the
+    order-id codes being computed in another thread (the largest hashing job), else computed here."""
+    o_m, o_uniq = _codes(orders[MEMBER_ID])
+    o_item = _codes(orders[ITEM_ID])[0] if ITEM_ID in orders.columns else np.full(len(orders), -1, np.int64)
     o_t = to_us(orders[ORDERED_AT])
-    keep = o_t < T
     amount = pd.to_numeric(orders["amount"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad_amount = orders["amount"].notna().to_numpy() & np.isnan(amount)
     if bad_amount.any():
@@ -160,57 +171,94 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
     if category_bonus and "category" in orders.columns:
         for cat, pts in category_bonus.items():
             bonus += np.where((orders["category"] == cat).to_numpy(dtype=bool, na_value=False), pts, 0)
-    o_m, o_uniq = codes["o_m"]
-    o_order, _ = codes["o_order"]
-    o_item = codes["o_item"][0] if "o_item" in codes else np.full(len(orders), -1, np.int64)
     qty = (pd.to_numeric(orders["quantity"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
            if "quantity" in orders.columns else np.ones(len(orders)))
     known = ~np.isnan(amount)
     cents = np.where(known, np.round(np.nan_to_num(amount) * 100.0), 0).astype(np.int64)
+    o_order = order_codes.result()[0] if order_codes is not None else _codes(orders[ORDER_ID])[0]
+    cols = {"m": o_m, "t": o_t, "order": o_order, "item": o_item, "cents": cents, "known": known, "refund": refund,
+            "bonus": bonus, "qty": qty}
+    del o_m, o_order, o_item, amount, cents, known, refund, bonus, qty, bad_amount  # memory: only `cols` holds them
+    keep = o_t < T
+    del o_t
     if not keep.all():
-        o_t, o_m, o_order, o_item, cents, known, refund, bonus, qty = (
-            a[keep] for a in (o_t, o_m, o_order, o_item, cents, known, refund, bonus, qty))
-    dup = duplicate_rows([o_m, o_t, o_order, o_item, cents, known, refund, qty, bonus])
+        idx = np.flatnonzero(keep)
+        for k in list(cols):  # one column at a time: peak memory is one extra column, not a second table
+            cols[k] = cols[k].take(idx)
+        del idx
+    dup = duplicate_rows(list(cols.values()))
     n_dup = int(dup.sum())
     if n_dup:
-        o_t, o_m, o_order, o_item, cents, known, refund, bonus = (
-            a[~dup] for a in (o_t, o_m, o_order, o_item, cents, known, refund, bonus))
-    o_present = np.bincount(o_m, minlength=len(o_uniq)) > 0
+        idx = np.flatnonzero(~dup)
+        for k in list(cols):
+            cols[k] = cols[k].take(idx)
+    del cols["qty"]  # only part of what makes two lines the same line
+    present = np.bincount(cols["m"], minlength=len(o_uniq)) > 0
+    return {"cols": cols, "uniq": o_uniq, "present": present, "n_dup": n_dup}
 
-    # events: every event before as_of makes its member known; only the rule types are kept as rows
-    types = sorted(event_types) if event_types is not None else None
-    if has_events:
-        _no_nulls(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
-        e_t = to_us(events[OCCURRED_AT])
-        ekeep = e_t < T
-        e_m, e_uniq = codes["e_m"]
-        e_present = np.bincount(e_m[ekeep], minlength=len(e_uniq)) > 0
-        first_event = np.full(len(e_uniq), np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_event, e_m[ekeep], e_t[ekeep])
-        etype = events["type"]
-        if types is not None:  # one Arrow comparison per rule type: no per-row strings
-            tcode = np.full(len(events), -1, dtype=np.int8)
-            for i, ty in enumerate(types):
-                tcode[(etype == ty).to_numpy(dtype=bool, na_value=False)] = i
-            tkeep = ekeep & (tcode >= 0)
-            e_type = pd.Categorical.from_codes(tcode[tkeep], categories=types)
-        else:
-            tkeep = ekeep
-            e_type = pd.Categorical(etype[tkeep].astype("string"))
-        e_value = (pd.to_numeric(events["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-                   if "value" in events.columns else np.full(len(events), np.nan))[tkeep]
-        e_item = (_codes(events[ITEM_ID][tkeep])[0] if ITEM_ID in events.columns
-                  else np.full(int(np.count_nonzero(tkeep)), -1, dtype=np.int64))
-        e_t, e_m = e_t[tkeep], e_m[tkeep]
+
+def _events_part(events: pd.DataFrame | None, T: int, types: list[str] | None) -> dict:
+    """Events before T: which members they make known (and their first event), and the rule-type rows
+    (member codes local to `e_uniq`)."""
+    if events is None or not len(events):
+        return {"m": np.zeros(0, dtype=np.int64), "t": np.zeros(0, dtype=np.int64),
+                "uniq": pd.Index([], dtype="string"), "present": np.zeros(0, dtype=bool),
+                "type": pd.Categorical([], categories=types), "value": np.zeros(0), "item": np.zeros(0, np.int64),
+                "first": np.zeros(0, dtype=np.int64)}
+    _no_nulls(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
+    e_m, e_uniq = _codes(events[MEMBER_ID])
+    e_t = to_us(events[OCCURRED_AT])
+    ekeep = e_t < T
+    first_event = np.full(len(e_uniq), np.iinfo(np.int64).max, dtype=np.int64)
+    if ekeep.all():
+        np.minimum.at(first_event, e_m, e_t)
+    else:  # events at/after T never win the minimum (memory: no filtered copies of two 8-byte columns)
+        np.minimum.at(first_event, e_m, np.where(ekeep, e_t, np.iinfo(np.int64).max))
+    present = first_event < np.iinfo(np.int64).max  # some event before T
+    etype = events["type"]
+    if types is not None:  # one Arrow comparison per rule type: no per-row strings
+        tcode = np.full(len(events), -1, dtype=np.int8)
+        for i, ty in enumerate(types):
+            tcode[(etype == ty).to_numpy(dtype=bool, na_value=False)] = i
+        tkeep = ekeep & (tcode >= 0)
+        idx = np.flatnonzero(tkeep)
+        e_type = pd.Categorical.from_codes(tcode.take(idx), categories=types)
     else:
-        e_t = np.zeros(0, dtype=np.int64)
-        e_m = np.zeros(0, dtype=np.int64)
-        e_uniq = pd.Index([], dtype="string")
-        e_present = np.zeros(0, dtype=bool)
-        e_type = pd.Categorical([], categories=types)
-        e_value = np.zeros(0)
-        e_item = np.zeros(0, dtype=np.int64)
-        first_event = np.zeros(0, dtype=np.int64)
+        idx = np.flatnonzero(ekeep)
+        e_type = pd.Categorical(etype.take(idx).astype("string"))
+    e_value = (pd.to_numeric(events["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan).take(idx)
+               if "value" in events.columns else np.full(len(idx), np.nan))
+    e_item = (_codes(events[ITEM_ID].take(idx))[0] if ITEM_ID in events.columns
+              else np.full(len(idx), -1, dtype=np.int64))
+    return {"m": e_m.take(idx), "t": e_t.take(idx), "uniq": e_uniq, "present": present, "type": e_type,
+            "value": e_value, "item": e_item, "first": first_event}
+
+
+def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataFrame | None, as_of: object,
+            event_types: set[str] | None = None, category_bonus: dict[str, int] | None = None) -> Inputs:
+    """Validate and normalise the three tables for one as-of date.
+
+    `event_types`: the event types the rules use (others only make their member known); `category_bonus`:
+    category → flat bonus points per paid line (computed here so category strings never leave Arrow).
+    The orders and the events are independent until member codes are joined: on big tables they are prepared in
+    two threads (Arrow hashing and numpy release the GIL).
+    """
+    T = as_of_us(as_of)
+    _require(orders, "orders", [ORDER_ID, MEMBER_ID, ORDERED_AT, "amount"])
+    _no_nulls(orders, "orders", [ORDER_ID, MEMBER_ID, ORDERED_AT])
+    has_events = events is not None and len(events) > 0
+    if has_events:
+        _require(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
+    types = sorted(event_types) if event_types is not None else None
+    if has_events and len(orders) + len(events) >= _PARALLEL_ROWS:
+        with ThreadPoolExecutor(max_workers=2) as pool:  # three jobs of similar size on two cores
+            oj = pool.submit(_codes, orders[ORDER_ID])
+            ej = pool.submit(_events_part, events, T, types)
+            op = _orders_part(orders, T, category_bonus, order_codes=oj)
+            ep = ej.result()
+    else:
+        op = _orders_part(orders, T, category_bonus)
+        ep = _events_part(events if has_events else None, T, types)
 
     # members who had joined before as_of (or whose joined_at is unknown)
     if members is not None and len(members):
@@ -224,23 +272,27 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
         mem = None
         m_ids = pd.Index([], dtype="string")
 
-    member_ids = pd.Index(o_uniq[o_present]).append(pd.Index(e_uniq[e_present])).append(m_ids).unique()
+    o_uniq, e_uniq = op["uniq"], ep["uniq"]
+    member_ids = pd.Index(o_uniq[op["present"]]).append(pd.Index(e_uniq[ep["present"]])).append(m_ids).unique()
     member_ids = pd.Index(member_ids.sort_values(), dtype="string", name=MEMBER_ID)
     o_map = member_ids.get_indexer(o_uniq).astype(np.int64)
     e_map = member_ids.get_indexer(e_uniq).astype(np.int64)
-    lines = pd.DataFrame({"m": o_map[o_m], "t": o_t, "order": o_order, "item": o_item, "cents": cents,
-                          "known": known, "refund": refund, "bonus": bonus})
-
-    ev = pd.DataFrame({"m": e_map[e_m] if len(e_m) else e_m, "t": e_t, "type": e_type, "value": e_value})
-    edup = duplicate_rows([ev["m"].to_numpy(), e_t, np.asarray(e_type.codes, dtype=np.int64), e_value, e_item])
+    lines = dict(op["cols"])
+    lines["m"] = o_map.take(lines["m"])
+    e_m = e_map.take(ep["m"]) if len(ep["m"]) else ep["m"]
+    e_type = ep["type"]
+    ev = {"m": e_m, "t": ep["t"], "type": e_type, "value": ep["value"]}
+    edup = duplicate_rows([e_m, ep["t"], np.asarray(e_type.codes, dtype=np.int64), ep["value"], ep["item"]])
     n_edup = int(edup.sum())
     if n_edup:
-        ev = ev.loc[~edup].reset_index(drop=True)
+        keep = np.flatnonzero(~edup)
+        ev = {k: (v.take(keep) if isinstance(v, np.ndarray) else v[keep]) for k, v in ev.items()}
 
     n = len(member_ids)
     birth_month = np.zeros(n, dtype=np.int8)
     joined = np.full(n, NO_TIME, dtype=np.int64)
     first_seen_event = np.full(n, NO_TIME, dtype=np.int64)
+    first_event, e_present = ep["first"], ep["present"]
     seen = e_present & (first_event < np.iinfo(np.int64).max) if len(first_event) else e_present
     first_seen_event[e_map[seen]] = first_event[seen]
     if mem is not None and len(mem):
@@ -251,4 +303,4 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
         if "joined_at" in mem.columns:
             joined[codes] = to_us(mem["joined_at"])
     return Inputs(as_of=T, member_ids=member_ids, lines=lines, events=ev, birth_month=birth_month, joined=joined,
-                  first_event=first_seen_event, duplicates={"orders": n_dup, "events": n_edup})
+                  first_event=first_seen_event, duplicates={"orders": op["n_dup"], "events": n_edup})

@@ -54,6 +54,7 @@ class MemberState(BaseModel):
     points_reversed: int
     points_expired: int
     points_expiring_30d: int
+    points_pending: int = Field(0, description="points of orders still inside the confirmation window")
     redemptions_rejected: int
     last_rejection_reason: str | None
     discount_rate: float

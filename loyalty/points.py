@@ -1,5 +1,9 @@
 """Points: what orders and activities earn, what refunds take back, and the ledger by replay (vectorised).
 
+Pending (`points.pending_days`, default 0 because the documents say nothing about when points are credited): an
+order's points are credited when its confirmation/return window ends; until then they are pending (reported, not
+spendable, not expiring), and a refund inside the window lowers what will be credited instead of debiting.
+
 Earning (DESIGN §6, document 002): `points_per_unit` points per *full* `unit_amount` paid, floored per order
 (350 yuan → 30 points), plus a flat `category_bonus` per paid line of a bonus category (家电 +5); the total is
 multiplied by the tier's points multiplier (tier held just before the order) and the birthday-month multiplier,
@@ -17,7 +21,9 @@ cut to the balance (never negative); each member's first violation is fixed and 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +37,7 @@ from loyalty.timeline import (Stream, group_time_order, member_time_order, rank_
 _BIG = np.int64(2 ** 50)  # stands for "the whole amount" when a refund's or an order's amount is unknown
 REVERSAL, REDEEM, FINAL = 0, 1, 2
 DEBIT_KINDS = {REVERSAL: "refund_reversal", REDEEM: "redeem", FINAL: "as_of"}
+STATUS_NAMES = ("applied", "rejected", "clamped")
 
 
 def add_months(t: np.ndarray, months: int) -> np.ndarray:
@@ -73,13 +80,14 @@ def order_points(inp: Inputs, config: LoyaltyConfig) -> OrderPoints:
     """Aggregate lines to paid orders (sorted by member, time) and replay refunds per order (cumulative, clipped
     to what was paid)."""
     lines = inp.lines
-    refund = lines["refund"].to_numpy(bool)
-    order = lines["order"].to_numpy(np.int64)
-    t = lines["t"].to_numpy(np.int64)
-    m = lines["m"].to_numpy(np.int64)
-    cents = lines["cents"].to_numpy(np.int64)
-    known = lines["known"].to_numpy(bool)
-    bonus = lines["bonus"].to_numpy(np.int64)
+    refund = np.asarray(lines["refund"], dtype=bool)
+    order = np.asarray(lines["order"], dtype=np.int64)
+    t = np.asarray(lines["t"], dtype=np.int64)
+    m = np.asarray(lines["m"], dtype=np.int64)
+    cents = np.asarray(lines["cents"], dtype=np.int64)
+    known = np.asarray(lines["known"], dtype=bool)
+    bonus = np.asarray(lines["bonus"], dtype=np.int64)
+    item = np.asarray(lines["item"], dtype=np.int64)
     paid = ~refund
     n_codes = int(order.max()) + 1 if len(order) else 0
     po = order[paid]
@@ -109,7 +117,7 @@ def order_points(inp: Inputs, config: LoyaltyConfig) -> OrderPoints:
     r_row = r_row[matched]
     r_t = r_tt[matched]
     r_cents = np.where(known[refund][matched], cents[refund][matched], _BIG)
-    r_item = lines["item"].to_numpy(np.int64)[refund][matched]
+    r_item = item[refund][matched]
 
     # order-level cumulative refunds (sorted by order, time, amount: independent of row order)
     srt = np.lexsort((r_item, r_cents, r_t, r_row))
@@ -127,7 +135,7 @@ def order_points(inp: Inputs, config: LoyaltyConfig) -> OrderPoints:
     bonus_lost = np.zeros(len(r_row), dtype=np.int64)
     has_bonus = paid & (bonus > 0)
     if has_bonus.any() and len(r_row):
-        bl = pd.DataFrame({"order": order[has_bonus], "item": lines["item"].to_numpy(np.int64)[has_bonus],
+        bl = pd.DataFrame({"order": order[has_bonus], "item": item[has_bonus],
                            "cents": cents[has_bonus], "unknown": ~known[has_bonus], "bonus": bonus[has_bonus]})
         bl = bl[bl["item"] >= 0].groupby(["order", "item"], sort=True).agg(
             cents=("cents", "sum"), unknown=("unknown", "any"), bonus=("bonus", "sum")).reset_index()
@@ -169,12 +177,27 @@ def order_points(inp: Inputs, config: LoyaltyConfig) -> OrderPoints:
                        ev_bonus_lost=ev_lost, ev_void=ev_void, orphan_refunds=orphan)
 
 
-def purchase_entries(op: OrderPoints, multiplier: np.ndarray, config: LoyaltyConfig
-                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Credits (one per order) and refund reversals (one per order and refund time) given each order's multiplier."""
+def _cols(**cols: object) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in cols.items()}
+
+
+def _take(cols: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    idx = np.flatnonzero(mask)
+    return {k: v.take(idx) for k, v in cols.items()}
+
+
+def purchase_entries(op: OrderPoints, multiplier: np.ndarray, config: LoyaltyConfig, as_of: int | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Credits (one per confirmed order), refund reversals (one per order and refund time after confirmation) and
+    the pending points per order, given each order's multiplier.
+
+    An order's points are credited `points.pending_days` after it is placed (the confirmation/return window; 0 =
+    at once). A refund inside the window lowers what will be credited instead of debiting the balance; an order
+    whose window has not ended before `as_of` is pending (its points after the refunds so far), not in the ledger.
+    """
     f = op.facts
+    n_orders = len(f.m)
     earned = multiply(base_points(f.cents, config) + op.bonus, multiplier)
-    credits = pd.DataFrame({"m": f.m, "t": f.t, "points": earned, "source": "order", "ref": np.arange(len(f.m))})
     row = op.ev_order
     remaining = np.where(op.ev_void, 0, base_points(f.cents[row] - op.ev_refunded, config)
                          + np.maximum(op.bonus[row] - op.ev_bonus_lost, 0))
@@ -182,22 +205,37 @@ def purchase_entries(op: OrderPoints, multiplier: np.ndarray, config: LoyaltyCon
     before = np.r_[0, after[:-1]]
     first = np.r_[True, row[1:] != row[:-1]] if len(row) else np.zeros(0, bool)
     before[first] = earned[row[first]]
-    debits = pd.DataFrame({"m": f.m[row], "t": op.ev_t, "points": before - after, "kind": REVERSAL, "ref": row})
-    return credits[credits["points"] > 0], debits[debits["points"] > 0]
+    drop = before - after
+    pend = config.points.pending_days * 86_400_000_000
+    confirm = f.t + pend if pend else f.t
+    in_window = op.ev_t < confirm[row] if pend else np.zeros(len(row), dtype=bool)
+    at_confirm = earned
+    if in_window.any():
+        at_confirm = earned - np.bincount(row[in_window], weights=drop[in_window],
+                                          minlength=n_orders).round().astype(np.int64)
+    posted = confirm < as_of if (pend and as_of is not None) else np.ones(n_orders, dtype=bool)
+    pending = np.where(posted, 0, at_confirm)
+    credits = _take(_cols(m=f.m, t=confirm, points=at_confirm, ref=np.arange(n_orders, dtype=np.int64)),
+                    posted & (at_confirm > 0))
+    debits = _take(_cols(m=f.m[row], t=op.ev_t, points=drop, kind=np.full(len(row), REVERSAL, dtype=np.int64),
+                         ref=row.astype(np.int64)), (drop > 0) & ~in_window)
+    return credits, debits, pending
 
 
-def activity_entries(inp: Inputs, config: LoyaltyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Activity credits (capped per day, `once` rules) and redemption requests (with validity reasons)."""
+def activity_entries(inp: Inputs, config: LoyaltyConfig) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Activity credits (capped per day, `once` rules; `source` codes index the activity names) and redemption
+    requests (with validity)."""
     ev = inp.events
     acts = config.points.activities
-    cr = ev[ev["type"].isin(list(acts)).to_numpy(dtype=bool)]
-    if len(cr):
-        m = cr["m"].to_numpy(np.int64)
-        t = cr["t"].to_numpy(np.int64)
-        names = list(acts)
-        cat = pd.Categorical(cr["type"])
-        lut = np.array([names.index(c) if c in names else -1 for c in cat.categories], dtype=np.int64)
-        ty = lut[cat.codes]
+    names = list(acts)
+    etype = pd.Categorical(ev["type"])
+    lut = np.array([names.index(c) if c in names else -1 for c in etype.categories] + [-1], dtype=np.int64)
+    ty_all = lut[np.asarray(etype.codes, dtype=np.int64)]  # code -1 (missing) → the trailing -1
+    sel = np.flatnonzero(ty_all >= 0)
+    ev_m = np.asarray(ev["m"], dtype=np.int64)
+    ev_t = np.asarray(ev["t"], dtype=np.int64)
+    if len(sel):
+        m, t, ty = ev_m.take(sel), ev_t.take(sel), ty_all.take(sel)
         srt = group_time_order(m, ty, t)
         m, t, ty = m[srt], t[srt], ty[srt]
         pts = np.array([acts[k].points for k in names], dtype=np.int64)[ty]
@@ -208,17 +246,19 @@ def activity_entries(inp: Inputs, config: LoyaltyConfig) -> tuple[pd.DataFrame, 
         n_before = rank_in_segment(grp)
         n_day = rank_in_segment(grp | np.r_[True, day[1:] != day[:-1]])
         keep = ~(once & (n_before > 0)) & ((caps == 0) | (n_day < caps)) & (pts > 0)
-        credits = pd.DataFrame({"m": m[keep], "t": t[keep], "points": pts[keep],
-                                "source": np.array(names, dtype=object)[ty[keep]], "ref": -1})
+        credits = _take(_cols(m=m, t=t, points=pts, ref=np.full(len(m), -1, dtype=np.int64), source=ty), keep)
     else:
-        credits = pd.DataFrame({"m": [], "t": [], "points": [], "source": [], "ref": []})
-    rd = ev[(ev["type"] == config.points.redeem_event).to_numpy(dtype=bool)]
-    val = rd["value"].to_numpy(np.float64)
+        credits = _cols(m=np.zeros(0, np.int64), t=np.zeros(0, np.int64), points=np.zeros(0, np.int64),
+                        ref=np.zeros(0, np.int64), source=np.zeros(0, np.int64))
+    rcode = list(etype.categories).index(config.points.redeem_event) if config.points.redeem_event in list(
+        etype.categories) else -2
+    rd = np.flatnonzero(np.asarray(etype.codes) == rcode)
+    val = np.asarray(ev["value"], dtype=np.float64).take(rd)
     valid = np.isfinite(val) & (val > 0) & (np.floor(np.nan_to_num(val)) == np.nan_to_num(val))
-    debits = pd.DataFrame({"m": rd["m"].to_numpy(), "t": rd["t"].to_numpy(),
-                           "points": np.where(valid, np.nan_to_num(val), 0).astype(np.int64), "kind": REDEEM,
-                           "ref": -1, "valid": valid})
-    return credits.astype({"m": np.int64, "t": np.int64, "points": np.int64, "ref": np.int64}), debits
+    debits = _cols(m=ev_m.take(rd), t=ev_t.take(rd), points=np.where(valid, np.nan_to_num(val), 0).astype(np.int64),
+                   kind=np.full(len(rd), REDEEM, dtype=np.int64), ref=np.full(len(rd), -1, dtype=np.int64),
+                   valid=valid)
+    return credits, debits
 
 
 @dataclass(frozen=True)
@@ -237,21 +277,25 @@ class Ledger:
     debits: pd.DataFrame        # m, t, kind, requested, applied, status, reason
 
 
-def run_ledger(credits: pd.DataFrame, debits: pd.DataFrame, n_members: int, as_of: int,
+def run_ledger(credits: Mapping[str, Any], debits: Mapping[str, Any], n_members: int, as_of: int,
                config: LoyaltyConfig) -> Ledger:
-    """The vectorised FIFO ledger with expiry, rejection and clamping (see the module docstring)."""
-    p = config.points
-    cm = credits["m"].to_numpy(np.int64)
-    ct = credits["t"].to_numpy(np.int64)
-    cp = credits["points"].to_numpy(np.int64)
-    cexp = add_months(ct, p.expiry.months) if p.expiry.months else np.full(len(ct), NEVER, dtype=np.int64)
-    credits = credits.assign(expires_at=cexp)
+    """The vectorised FIFO ledger with expiry, rejection and clamping (see the module docstring).
 
-    valid = debits["valid"].to_numpy(bool) if "valid" in debits.columns else np.ones(len(debits), bool)
-    dm = np.concatenate([debits["m"].to_numpy(np.int64), np.arange(n_members, dtype=np.int64)])
-    dt = np.concatenate([debits["t"].to_numpy(np.int64), np.full(n_members, as_of, dtype=np.int64)])
-    kind = np.concatenate([debits["kind"].to_numpy(np.int64), np.full(n_members, FINAL, dtype=np.int64)])
-    req = np.concatenate([debits["points"].to_numpy(np.int64), np.zeros(n_members, dtype=np.int64)])
+    `credits` (m, t, points, source, ref) and `debits` (m, t, points, kind, ref, optional valid): DataFrames or
+    dicts of arrays."""
+    p = config.points
+    cm = np.asarray(credits["m"], dtype=np.int64)
+    ct = np.asarray(credits["t"], dtype=np.int64)
+    cp = np.asarray(credits["points"], dtype=np.int64)
+    cexp = add_months(ct, p.expiry.months) if p.expiry.months else np.full(len(ct), NEVER, dtype=np.int64)
+    credits = pd.DataFrame({**{k: credits[k] for k in credits.keys()}, "expires_at": cexp}, copy=False)
+
+    d_m = np.asarray(debits["m"], dtype=np.int64)
+    valid = np.asarray(debits["valid"], dtype=bool) if "valid" in debits.keys() else np.ones(len(d_m), bool)
+    dm = np.concatenate([d_m, np.arange(n_members, dtype=np.int64)])
+    dt = np.concatenate([np.asarray(debits["t"], dtype=np.int64), np.full(n_members, as_of, dtype=np.int64)])
+    kind = np.concatenate([np.asarray(debits["kind"], dtype=np.int64), np.full(n_members, FINAL, dtype=np.int64)])
+    req = np.concatenate([np.asarray(debits["points"], dtype=np.int64), np.zeros(n_members, dtype=np.int64)])
     ok = np.concatenate([valid, np.ones(n_members, bool)])
     srt = np.lexsort((req, kind, dt, dm))
     dm, dt, kind, req, ok = dm[srt], dt[srt], kind[srt], req[srt], ok[srt]
@@ -261,7 +305,7 @@ def run_ledger(credits: pd.DataFrame, debits: pd.DataFrame, n_members: int, as_o
     Fs = Stream(cm, cexp, cp)
     F = Fs.before(dm, dt, inclusive=True)
     d = np.where(ok, req, 0)
-    status = np.where(ok, "applied", "rejected").astype(object)
+    status = np.where(ok, 0, 1).astype(np.int8)  # STATUS_NAMES codes
     reason = np.where(ok, None, "invalid value: redeem needs a positive whole number of points").astype(object)
     X = np.zeros(len(dm), dtype=np.int64)
     rows = np.arange(len(dm))
@@ -283,10 +327,10 @@ def run_ledger(credits: pd.DataFrame, debits: pd.DataFrame, n_members: int, as_o
         rev = fix[~is_red]
         bal = req[red] - excess[is_red]
         reason[red] = [f"redeem {a} points exceeds the balance of {b}" for a, b in zip(req[red], bal)]
-        status[red] = "rejected"
+        status[red] = 1
         d[red] = 0
         d[rev] = d[rev] - excess[~is_red]
-        status[rev] = "clamped"
+        status[rev] = 2
         reason[rev] = "refund reversal cut to the remaining balance"
         rows = rows[np.isin(dm[rows], dm[fix])]
 
@@ -309,7 +353,7 @@ def run_ledger(credits: pd.DataFrame, debits: pd.DataFrame, n_members: int, as_o
                                   minlength=n).astype(np.int64)
     out["reversed"] = np.bincount(dm[real & (kind == REVERSAL)], weights=d[real & (kind == REVERSAL)],
                                   minlength=n).astype(np.int64)
-    rej = real & (status == "rejected")
+    rej = real & (status == 1)
     out["rejected"] = np.bincount(dm[rej], minlength=n).astype(np.int64)
     last_reason = np.full(n, None, dtype=object)
     if rej.any():
@@ -317,9 +361,28 @@ def run_ledger(credits: pd.DataFrame, debits: pd.DataFrame, n_members: int, as_o
         rm = dm[rej][::-1]
         um, li = np.unique(rm, return_index=True)
         last_reason[um] = reason[rej][::-1][li]
-    deb = pd.DataFrame({"m": dm[real], "t": dt[real], "kind": [DEBIT_KINDS[k] for k in kind[real]],
-                        "requested": req[real], "applied": d[real], "status": status[real], "reason": reason[real],
-                        "ref": np.concatenate([debits["ref"].to_numpy(np.int64), np.zeros(n, np.int64)])[src][real]})
+    kind_names = np.array([DEBIT_KINDS[k] for k in sorted(DEBIT_KINDS)], dtype=object)
+    deb = pd.DataFrame({"m": dm[real], "t": dt[real],
+                        "kind": pd.Categorical.from_codes(kind[real], categories=list(kind_names)),
+                        "requested": req[real], "applied": d[real],
+                        "status": pd.Categorical.from_codes(status[real], categories=list(STATUS_NAMES)),
+                        "reason": pd.array(reason[real], dtype=object),
+                        "ref": np.concatenate([np.asarray(debits["ref"], dtype=np.int64),
+                                               np.zeros(n, np.int64)])[src][real]}, copy=False)
     return Ledger(earned=out["earned"], redeemed=out["redeemed"], reversed=out["reversed"], expired=out["expired"],
                   balance=out["balance"], expiring_soon=out["soon"], rejected=out["rejected"],
                   last_rejection=last_reason, credits=credits, debits=deb)
+
+
+def merge_ledgers(parts: list[Ledger], starts: list[int]) -> Ledger:
+    """One ledger from the ledgers of consecutive member ranges (member codes of part i start at starts[i])."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    def frames(name: str) -> pd.DataFrame:
+        return pd.concat([getattr(p, name).assign(m=getattr(p, name)["m"] + s) for p, s in zip(parts, starts)],
+                         ignore_index=True)
+
+    return Ledger(earned=cat("earned"), redeemed=cat("redeemed"), reversed=cat("reversed"), expired=cat("expired"),
+                  balance=cat("balance"), expiring_soon=cat("expiring_soon"), rejected=cat("rejected"),
+                  last_rejection=cat("last_rejection"), credits=frames("credits"), debits=frames("debits"))

@@ -315,6 +315,8 @@ class MemberReplay:
         debits: list[tuple[int, int, int, bool, str]] = []  # (t, kind, points, valid, label)
         months = p.expiry.months
         exp_of = (lambda t: add_months_us(t, months)) if months else (lambda t: NEVER)
+        pend_us = p.pending_days * DAY_US
+        pending = 0
         for o in self.orders:
             mult = 1.0
             if p.apply_tier_multiplier:
@@ -326,15 +328,21 @@ class MemberReplay:
             if p.birthday_month_multiplier != 1.0 and self.birth_month > 0 and self.birth_month == month:
                 mult *= p.birthday_month_multiplier
             earned = _multiply(self._base(o.cents) + o.bonus, mult)
-            if earned > 0:
-                credits.append((o.t, earned, exp_of(o.t), "order"))
-            before = earned
+            # credited once the confirmation window ends; refunds inside it lower what is credited
+            confirm = o.t + pend_us
+            at_confirm = before = earned
             for t, refunded, lost, void in o.states:
                 remaining = 0 if void else self._base(o.cents - refunded) + max(o.bonus - lost, 0)
                 after = _multiply(remaining, mult)
-                if before - after > 0:
+                if t < confirm:
+                    at_confirm = after
+                elif before - after > 0:
                     debits.append((t, REVERSAL, before - after, True, "refund_reversal"))
                 before = after
+            if confirm >= T:
+                pending += at_confirm
+            elif at_confirm > 0:
+                credits.append((confirm, at_confirm, exp_of(confirm), "order"))
         acts = p.activities
         seen_once: set[str] = set()
         per_day: dict[tuple[str, int], int] = {}
@@ -418,6 +426,7 @@ class MemberReplay:
             "points_balance": led["balance"], "points_earned": led["earned"], "points_redeemed": led["redeemed"],
             "points_reversed": led["reversed"], "points_expired": led["expired"],
             "points_expiring_30d": led["expiring_soon"] if p.expiry.months else 0,
+            "points_pending": pending,
             "redemptions_rejected": led["rejected"], "last_rejection_reason": led["last_rejection"],
             "discount_rate": ben.discount_rate, "points_multiplier": ben.points_multiplier,
             "priority_shipping": ben.priority_shipping, "dedicated_service": ben.dedicated_service,

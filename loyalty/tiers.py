@@ -119,24 +119,34 @@ class Qualifier:
         return self._stream(("interactions", window, tuple(sorted(types)))).before(m, t, inclusive)
 
     # -- tiers ------------------------------------------------------------------------------------------------
-    def conditions(self, tier: Tier, m: np.ndarray, t: np.ndarray, inclusive: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """(satisfied, unknown) for one tier's AND of conditions."""
+    def conditions(self, tier: Tier, m: np.ndarray, t: np.ndarray, inclusive: bool = False,
+                   memo: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(satisfied, unknown) for one tier's AND of conditions. `memo` keeps the metric values of these queries
+        across tiers (tiers sharing a window read the same spend/orders once)."""
+        memo = {} if memo is None else memo
+
+        def metric(key: tuple, fn):  # noqa: ANN001, ANN202
+            if key not in memo:
+                memo[key] = fn()
+            return memo[key]
+
         w = self.config.tier_window(tier)
         true = np.ones(len(m), dtype=bool)   # every condition known true
         false = np.zeros(len(m), dtype=bool)  # some condition known false
         thr = tier.spend_threshold_cents()
         if thr is not None:
-            cents, complete = self.spend(m, t, w, inclusive)
+            cents, complete = metric(("spend", w), lambda: self.spend(m, t, w, inclusive))
             ok = cents >= thr  # unknown amounts are ≥ 0: known spend meeting the bar is enough
             true &= ok
             false |= ~ok & complete
         if tier.min_orders is not None:
-            ok = self.orders(m, t, w, inclusive) >= tier.min_orders
+            ok = metric(("orders", w), lambda: self.orders(m, t, w, inclusive)) >= tier.min_orders
             true &= ok
             false |= ~ok
         if tier.min_interactions is not None:
-            ok = self.interactions(m, t, w, tier.interaction_types, inclusive) >= tier.min_interactions
+            types = tuple(sorted(tier.interaction_types))
+            ok = metric(("interactions", w, types),
+                        lambda: self.interactions(m, t, w, types, inclusive)) >= tier.min_interactions
             true &= ok
             false |= ~ok
         return true, ~true & ~false
@@ -146,8 +156,9 @@ class Qualifier:
         m = np.asarray(m, dtype=np.int64)
         rank = np.zeros(len(m), dtype=np.int64)
         decided = np.zeros(len(m), dtype=bool)
+        memo: dict = {}
         for i in range(self.K - 1, 0, -1):
-            sat, unk = self.conditions(self.tiers[i], m, t, inclusive)
+            sat, unk = self.conditions(self.tiers[i], m, t, inclusive, memo)
             s = sat & ~decided
             rank[s] = i
             decided |= s

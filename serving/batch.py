@@ -15,8 +15,12 @@
    every chunk is written is the folder renamed to `out`. An interrupted run leaves no partial output.
 
 On big stores the chunks are scored by `workers` processes (spawned, one thread each; each loads the exact model
-versions the parent resolved, once), at most two chunks in flight per worker, written in chunk order by the parent:
-memory is bounded by (workers × 2) chunks whatever the store size (benchmarks/results/batch.json).
+versions the parent resolved, once; started before the partitioning so their start-up overlaps it), at most two
+chunks in flight per worker. A worker hands back its chunk as Arrow tables (list columns included: the
+recommendation lists are built as Arrow arrays, never as a million Python lists), which cost little to send; the
+parent only appends them in chunk order. Memory is bounded by (workers × 2) chunks whatever the store size
+(benchmarks/results/batch.json). The manifest records wall seconds and CPU seconds per stage (summed over the
+processes), so a run on a busy machine still says where the work goes.
 
 Every feature is a function of the member's own rows, so scoring by bucket gives exactly the whole-store values.
 One exception, documented: the replenishment estimator shrinks each member's cycle toward its category's median
@@ -32,18 +36,17 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
 from features.contract import MEMBER_ID, SCHEMAS
 from features.store import Store
-from serving.compose import (RECS_LISTS, churn_columns, ltv_columns, recommend_frame, recs_columns,
-                             timing_columns)
+from serving.compose import RECS_LISTS, churn_columns, ltv_columns, recommend_frame, recs_arrays, timing_columns
 from serving.models import ModelSet
 
 log = logging.getLogger("member_ml.serving.batch")
@@ -72,22 +75,44 @@ class BatchError(ValueError):
 
 @dataclass
 class Timings:
-    """Seconds spent in each stage (features includes partitioning and reading; models includes replenishment)."""
+    """Seconds spent in each stage (features includes partitioning and reading; models includes replenishment).
+
+    Wall seconds (`partition`, `features`, `models`, `writing`, `stages`) and this process's CPU seconds per stage
+    (`cpu`): on a shared machine the wall seconds also hold the waiting for a core, the CPU seconds do not.
+    """
 
     partition: float = 0.0
     features: float = 0.0
     models: float = 0.0
     writing: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def add(self, stage: str, seconds: float) -> None:
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
+    def add_cpu(self, stage: str, seconds: float) -> None:
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + seconds
+
+    @contextmanager
+    def stage(self, name: str, *, wall: bool = True) -> Iterator[None]:
+        """Count the block's wall seconds (in `stages`, when `wall`) and CPU seconds (in `cpu`) under `name`."""
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            if wall:
+                self.add(name, time.perf_counter() - t)
+            self.add_cpu(name, time.process_time() - c)
+
     def merge(self, other: "Timings") -> None:
         self.features += other.features
         self.models += other.models
+        self.writing += other.writing
         for k, v in other.stages.items():
             self.add(k, v)
+        for k, v in other.cpu.items():
+            self.add_cpu(k, v)
 
 
 # ------------------------------------------------------------------------------------------------- partitioning
@@ -97,20 +122,25 @@ def _sql_path(p: Path) -> str:
 
 
 def count_members(store: Store, as_of: pd.Timestamp) -> int:
-    """Members known before `as_of` (an upper bound from the largest table: sizes the chunks)."""
+    """Members known before `as_of` (sizes the chunks): the members table's rows joined before `as_of` (a cheap
+    count of one column); without a members table, the distinct member_ids of the orders and events (approximate)."""
     import duckdb
 
     lit = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
     con = duckdb.connect()
     try:
         con.execute("SET enable_progress_bar = false")
+        if store.has("members"):
+            n = con.execute(f"SELECT COUNT(*) FROM read_parquet('{_sql_path(store.table_path('members'))}') "
+                            f"WHERE joined_at < {lit} OR joined_at IS NULL").fetchone()[0]
+            if n:
+                return int(n)
         best = 0
-        for table, tcol in (("orders", "ordered_at"), ("events", "occurred_at"), ("members", "joined_at")):
+        for table, tcol in (("orders", "ordered_at"), ("events", "occurred_at")):
             if not store.has(table):
                 continue
-            where = f"{tcol} < {lit}" + (" OR joined_at IS NULL" if table == "members" else "")
             n = con.execute(f"SELECT approx_count_distinct(member_id) FROM read_parquet('"
-                            f"{_sql_path(store.table_path(table))}') WHERE {where}").fetchone()[0]
+                            f"{_sql_path(store.table_path(table))}') WHERE {tcol} < {lit}").fetchone()[0]
             best = max(best, int(n or 0))
         return best
     finally:
@@ -143,7 +173,7 @@ def partition_store(store: Store, as_of: pd.Timestamp, buckets: int, work: Path,
             cols = ", ".join(f'"{c}"' for c in SCHEMAS[table].names if c in have)
             con.execute(f"COPY (SELECT {cols}, CAST(hash(member_id) % {int(buckets)} AS INTEGER) AS bucket "
                         f"FROM {src} WHERE {where}) TO '{_sql_path(work / table)}' "
-                        "(FORMAT parquet, PARTITION_BY (bucket), OVERWRITE_OR_IGNORE)")
+                        "(FORMAT parquet, PARTITION_BY (bucket), OVERWRITE_OR_IGNORE, COMPRESSION lz4_raw)")
     finally:
         con.close()
     out = []
@@ -184,42 +214,37 @@ def activity(store: Store, as_of: pd.Timestamp, window_days: int = 365) -> pd.Da
     since = f"{lit} - INTERVAL {int(window_days)} DAY"
     parts = [f"SELECT member_id, ordered_at AS t FROM read_parquet('{_sql_path(store.table_path('orders'))}') "
              f"WHERE ordered_at < {lit} AND ordered_at >= {since}"]
-    has_events = store.has("events")
-    if has_events:
-        parts.append(f"SELECT member_id, occurred_at AS t FROM read_parquet('{_sql_path(store.table_path('events'))}')"
-                     f" WHERE occurred_at < {lit} AND occurred_at >= {since}")
+    ev = f"read_parquet('{_sql_path(store.table_path('events'))}')" if store.has("events") else None
+    if ev is not None:
+        parts.append(f"SELECT member_id, occurred_at AS t FROM {ev} "
+                     f"WHERE occurred_at < {lit} AND occurred_at >= {since}")
     sql = f"""
         WITH acts AS ({' UNION ALL '.join(parts)}),
-        hours AS (SELECT member_id, hour(t) AS h, COUNT(*) AS n FROM acts GROUP BY member_id, hour(t)),
-        ranked AS (SELECT member_id, h, n, SUM(n) OVER (PARTITION BY member_id) AS total,
-                          ROW_NUMBER() OVER (PARTITION BY member_id ORDER BY n DESC, h) AS r FROM hours)
-        SELECT member_id, CAST(h AS DOUBLE) AS active_hour, CAST(total AS DOUBLE) AS active_actions
-        FROM ranked WHERE r = 1"""
+        hours AS (SELECT member_id, hour(t) AS h, COUNT(*) AS n FROM acts GROUP BY ALL)
+        -- the most frequent hour, the earliest among ties
+        SELECT member_id, CAST(arg_max(h, n * 24 + (23 - h)) AS DOUBLE) AS active_hour,
+               CAST(SUM(n) AS DOUBLE) AS active_actions
+        FROM hours GROUP BY member_id"""
+    if ev is not None:  # one pass: the hours and whether the profile was ever completed
+        sql = f"""
+            WITH act AS ({sql}),
+            prof AS (SELECT DISTINCT member_id FROM {ev} WHERE type = 'profile_completed' AND occurred_at < {lit})
+            SELECT COALESCE(act.member_id, prof.member_id) AS member_id, act.active_hour,
+                   COALESCE(act.active_actions, 0.0) AS active_actions, prof.member_id IS NOT NULL AS profile_completed
+            FROM act FULL OUTER JOIN prof ON act.member_id = prof.member_id"""
     con = duckdb.connect()
     try:
         con.execute("SET threads = 1")
         con.execute("SET enable_progress_bar = false")
-        act = con.execute(sql).df()
-        if has_events:
-            prof = con.execute(
-                f"SELECT DISTINCT member_id FROM read_parquet('{_sql_path(store.table_path('events'))}') "
-                f"WHERE type = 'profile_completed' AND occurred_at < {lit}").df()
-        else:
-            prof = pd.DataFrame({MEMBER_ID: pd.Series([], dtype="string")})
+        out = con.execute(sql).df()
     finally:
         con.close()
-    act[MEMBER_ID] = act[MEMBER_ID].astype("string")
-    act = act.set_index(MEMBER_ID)
-    act["profile_completed"] = act.index.isin(prof[MEMBER_ID].astype("string"))
-    out = act.reset_index()
-    missing = prof.loc[~prof[MEMBER_ID].astype("string").isin(out[MEMBER_ID]), MEMBER_ID].astype("string")
-    if len(missing):
-        out = pd.concat([out, pd.DataFrame({MEMBER_ID: missing.to_numpy(), "active_hour": np.nan,
-                                            "active_actions": 0.0, "profile_completed": True})], ignore_index=True)
+    out[MEMBER_ID] = out[MEMBER_ID].astype("string")
+    out["active_hour"] = out["active_hour"].astype("float64")
+    out["active_actions"] = out["active_actions"].astype("float64")
     # without an events table nobody can be known to have completed a profile: unknown, not "no"
-    out["profile_completed"] = out["profile_completed"].astype("boolean")
-    if not has_events:
-        out["profile_completed"] = pd.array([pd.NA] * len(out), dtype="boolean")
+    out["profile_completed"] = (out["profile_completed"].astype("boolean") if ev is not None
+                                else pd.array([pd.NA] * len(out), dtype="boolean"))
     return out
 
 
@@ -248,70 +273,76 @@ def replenishment_due(model: Any, store: Store, as_of: pd.Timestamp,
 
 def score_chunk(chunk: Store, as_of: pd.Timestamp, models: ModelSet, *, top_n: int = 10, top_reasons: int = 3,
                 items: pd.DataFrame | None = None, timings: Timings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score every member of one (small) store: (one row per member, replenishment reminder pairs)."""
+    """Score every member of one (small) store: (one row per member, replenishment reminder pairs).
+
+    The recommendation lists come as Arrow list columns (built without per-member Python lists); the churn reasons
+    as Python lists. Both write to the same Parquet list columns."""
     from features.engine import DuckDBEngine
     from features.pipeline import compute_features_and_loyalty, compute_recent_items
 
     tm = timings or Timings()
     t0 = time.perf_counter()
     with DuckDBEngine(threads=int(os.environ.get("MEMBER_ML_DUCKDB_THREADS", "0")) or None) as eng:
-        feats, state = compute_features_and_loyalty(chunk, as_of, engine=eng)
-        recent = compute_recent_items(chunk, as_of, engine=eng) if models.get("recs") else None
-    act = activity(chunk, as_of)
+        with tm.stage("features_sql_and_loyalty"):
+            feats, state = compute_features_and_loyalty(chunk, as_of, engine=eng)
+        with tm.stage("recent_items"):
+            recent = compute_recent_items(chunk, as_of, engine=eng) if models.get("recs") else None
+    with tm.stage("activity"):
+        act = activity(chunk, as_of)
+    with tm.stage("assemble"):
+        ids = feats[MEMBER_ID].astype("string")
+        out = pd.DataFrame({MEMBER_ID: ids.to_numpy(), "as_of": pd.Series(as_of, index=feats.index)
+                            .astype("datetime64[us]").to_numpy()})
+        if state is not None:
+            st = state.set_index(state[MEMBER_ID].astype("string"))
+            cols = [c for c in LOYALTY_COLUMNS if c in st.columns]
+            sub = st[cols].reindex(ids.to_numpy()).reset_index(drop=True)  # one lookup for all the columns
+            for c in cols:
+                out[c] = sub[c]
+        for c in FEATURE_COLUMNS:
+            if c in feats.columns:
+                out[c] = feats[c].to_numpy()
+        a = act.set_index(MEMBER_ID).reindex(ids.to_numpy())
+        out["active_hour"] = a["active_hour"].to_numpy(dtype="float64")
+        out["active_actions"] = a["active_actions"].fillna(0.0).to_numpy(dtype="float64")
+        # a member absent from `act` has no recent action and no profile_completed event: known "no" when the
+        # store has events, unknown without an events table
+        out["profile_completed"] = (a["profile_completed"].astype("boolean").fillna(False).to_numpy()
+                                    if chunk.has("events") else pd.array([pd.NA] * len(out), dtype="boolean"))
     t1 = time.perf_counter()
     tm.features += t1 - t0
-    tm.add("features_sql_and_loyalty", t1 - t0)
 
-    ids = feats[MEMBER_ID].astype("string")
-    out = pd.DataFrame({MEMBER_ID: ids.to_numpy(), "as_of": pd.Series(as_of, index=feats.index)
-                        .astype("datetime64[us]").to_numpy()})
-    if state is not None:
-        st = state.set_index(state[MEMBER_ID].astype("string"))
-        for c in LOYALTY_COLUMNS:
-            if c in st.columns:
-                out[c] = st[c].reindex(ids.to_numpy()).reset_index(drop=True)
-    for c in FEATURE_COLUMNS:
-        if c in feats.columns:
-            out[c] = feats[c].to_numpy()
-    a = act.set_index(MEMBER_ID).reindex(ids.to_numpy())
-    out["active_hour"] = a["active_hour"].to_numpy(dtype="float64")
-    out["active_actions"] = a["active_actions"].fillna(0.0).to_numpy(dtype="float64")
-    # a member absent from `act` has no recent action and no profile_completed event: known "no" when the store
-    # has events, unknown without an events table
-    out["profile_completed"] = (a["profile_completed"].astype("boolean").fillna(False).to_numpy()
-                                if chunk.has("events") else pd.array([pd.NA] * len(out), dtype="boolean"))
-
-    t2 = time.perf_counter()
     if (m := models.get("churn")) is not None:
-        out = _join(out, churn_columns(m.python_model, feats, top_reasons))
+        with tm.stage("churn"):
+            out = _join(out, churn_columns(m.python_model, feats, top_reasons))
     if (m := models.get("ltv")) is not None:
-        out = _join(out, ltv_columns(m.python_model, feats))
+        with tm.stage("ltv"):
+            out = _join(out, ltv_columns(m.python_model, feats))
     if "churn_probability" in out.columns and "ltv" in out.columns:
         out["value_at_risk"] = out["churn_probability"] * out["ltv"]
     pairs = pd.DataFrame()
     if (m := models.get("timing")) is not None:
-        out = _join(out, timing_columns(m.python_model, feats, as_of))
-        t_rep = time.perf_counter()
-        pairs, due = replenishment_due(m.python_model, chunk, as_of, items)
-        tm.add("replenishment", time.perf_counter() - t_rep)
-        out = _join(out, due)
+        with tm.stage("timing"):
+            out = _join(out, timing_columns(m.python_model, feats, as_of))
+        with tm.stage("replenishment"):
+            pairs, due = replenishment_due(m.python_model, chunk, as_of, items)
+            out = _join(out, due)
     if (m := models.get("recs")) is not None:
-        t_recs = time.perf_counter()
-        ranked = recommend_frame(m.python_model, recent, ids.tolist(), top_n, as_of)
-        out = _join(out, recs_columns(ranked, ids.tolist(), top_n))
-        tm.add("recs", time.perf_counter() - t_recs)
-    tm.models += time.perf_counter() - t2
+        member_ids = ids.tolist()
+        with tm.stage("recs"):
+            ranked = recommend_frame(m.python_model, recent, member_ids, top_n, as_of)
+        with tm.stage("recs_lists"):
+            # `out` rows are in `ids` order (every join above is a left join on it): the lists align by position
+            for c, arr in recs_arrays(ranked, member_ids, top_n).items():
+                out[c] = pd.arrays.ArrowExtensionArray(arr)
+    tm.models += time.perf_counter() - t1
     return out, pairs
 
 
 def _join(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
     r = right.drop_duplicates(MEMBER_ID).set_index(MEMBER_ID)
     r.index = r.index.astype("string")
-    out = left.join(r, on=MEMBER_ID)
-    for c in r.columns:
-        if c in RECS_LISTS:
-            out[c] = [v if isinstance(v, list) else [] for v in out[c]]
-    return out
+    return left.join(r, on=MEMBER_ID)
 
 
 # ------------------------------------------------------------------------------------------- worker processes
@@ -319,9 +350,9 @@ def _join(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(pins: dict[str, str], tracking_uri: str | None) -> None:
+def _init_worker(pins: dict[str, str], tracking_uri: str | None, items: pd.DataFrame | None) -> None:
     """Load the parent's exact model versions once per worker process (one thread each: the workers are the
-    parallelism)."""
+    parallelism); the items table comes once here, not with every chunk."""
     import mlflow
 
     from serving.models import LoadedModel
@@ -334,31 +365,33 @@ def _init_worker(pins: dict[str, str], tracking_uri: str | None) -> None:
         loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         ms.loaded[name] = LoadedModel(name, version, None, loaded.unwrap_python_model())
     _WORKER["models"] = ms
+    _WORKER["items"] = items
+
+
+def _ready() -> int:
+    return os.getpid()
 
 
 def _score_in_worker(path: str, as_of: pd.Timestamp, top_n: int, top_reasons: int,
-                     items: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame, Timings]:
+                     fmt: Literal["parquet", "csv"]) -> tuple[Any, Any, Timings]:
+    """Score one chunk in a worker and hand back Arrow tables (ready to write; cheap to send between processes,
+    unlike DataFrames of Python lists), so the parent only appends them to the output files."""
     tm = Timings()
     rows, pairs = score_chunk(Store(path), as_of, _WORKER["models"], top_n=top_n, top_reasons=top_reasons,
-                              items=items, timings=tm)
+                              items=_WORKER["items"], timings=tm)
     shutil.rmtree(path, ignore_errors=True)
-    return rows, pairs, tm
+    t = time.perf_counter()
+    with tm.stage("to_arrow"):
+        rows_t = to_table(rows, fmt)
+        pairs_t = to_table(pairs, "parquet") if len(pairs) else None
+    tm.writing += time.perf_counter() - t
+    return rows_t, pairs_t, tm
 
 
-def _scored_chunks(chunks: list[Store], as_of: pd.Timestamp, models: ModelSet, workers: int,
-                   tracking_uri: str | None, *, top_n: int, top_reasons: int, items: pd.DataFrame | None,
-                   timings: Timings):  # noqa: ANN202 - a generator of (rows, pairs, worker timings or None)
-    """Score the chunks in order, in this process or in `workers` processes (at most two chunks in flight per
-    worker, so memory stays bounded)."""
-    if workers <= 1:
-        for chunk in chunks:
-            rows, pairs = score_chunk(chunk, as_of, models, top_n=top_n, top_reasons=top_reasons, items=items,
-                                      timings=timings)
-            shutil.rmtree(chunk.path, ignore_errors=True)
-            yield rows, pairs, None
-        return
+def start_pool(workers: int, models: ModelSet, tracking_uri: str | None, items: pd.DataFrame | None) -> Any:
+    """`workers` spawned processes, each loading the very model versions in `models` (one thread each), started
+    now so their start-up (imports, model loading) overlaps the partitioning in the parent."""
     import multiprocessing as mp
-    from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
     pins = {n: m.version for n, m in models.loaded.items()}
@@ -366,37 +399,66 @@ def _scored_chunks(chunks: list[Store], as_of: pd.Timestamp, models: ModelSet, w
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # inherited by the spawned workers (read when lightgbm / duckdb start there)
     try:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(pins, tracking_uri)) as pool:
-            pending: deque = deque()
-            todo = iter(chunks)
-            for chunk in todo:
-                pending.append(pool.submit(_score_in_worker, str(chunk.path), as_of, top_n, top_reasons, items))
-                if len(pending) >= 2 * workers:
-                    break
-            try:
-                while pending:
-                    rows, pairs, tm = pending.popleft().result()
-                    nxt = next(todo, None)
-                    if nxt is not None:
-                        pending.append(pool.submit(_score_in_worker, str(nxt.path), as_of, top_n, top_reasons,
-                                                   items))
-                    yield rows, pairs, tm
-            except BaseException:  # interrupted or failed: drop the queued chunks, let the running ones end
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(pins, tracking_uri, items))
+        for _ in range(workers):  # a process is spawned per submit while none is idle: all start now
+            pool.submit(_ready)
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    return pool
+
+
+def _scored_chunks(chunks: list[Store], as_of: pd.Timestamp, models: ModelSet, pool: Any, workers: int, *,
+                   top_n: int, top_reasons: int, items: pd.DataFrame | None, fmt: Literal["parquet", "csv"],
+                   timings: Timings):  # noqa: ANN202 - a generator of (rows, pairs, worker timings or None)
+    """Score the chunks in order: in this process without a `pool` (rows and pairs as DataFrames), else in the
+    pool's processes (as Arrow tables; at most two chunks in flight per worker, so memory stays bounded)."""
+    if pool is None:
+        for chunk in chunks:
+            rows, pairs = score_chunk(chunk, as_of, models, top_n=top_n, top_reasons=top_reasons, items=items,
+                                      timings=timings)
+            shutil.rmtree(chunk.path, ignore_errors=True)
+            yield rows, pairs, None
+        return
+    from collections import deque
+
+    pending: deque = deque()
+    todo = iter(chunks)
+    for chunk in todo:
+        pending.append(pool.submit(_score_in_worker, str(chunk.path), as_of, top_n, top_reasons, fmt))
+        if len(pending) >= 2 * workers:
+            break
+    while pending:
+        rows, pairs, tm = pending.popleft().result()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append(pool.submit(_score_in_worker, str(nxt.path), as_of, top_n, top_reasons, fmt))
+        yield rows, pairs, tm
 
 
 # ---------------------------------------------------------------------------------------------------- writing
 
+def to_table(df: pd.DataFrame, fmt: Literal["parquet", "csv"]) -> Any:
+    """A scored chunk as an Arrow table; for CSV the list columns become "|"-joined text (vectorised)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if fmt == "csv":
+        for c in RECS_LISTS + ("churn_reasons",):
+            if c in table.column_names:
+                text = pc.binary_join(pc.cast(table[c], pa.list_(pa.string())), "|")
+                table = table.set_column(table.column_names.index(c), c, pc.fill_null(text, ""))
+    return table
+
+
 class ChunkWriter:
-    """Append DataFrames to one Parquet or CSV file with a schema fixed by the first chunk (nulls typed sensibly)."""
+    """Append DataFrames (or Arrow tables from `to_table`) to one Parquet or CSV file with a schema fixed by the
+    first chunk (nulls typed sensibly)."""
 
     def __init__(self, path: Path, fmt: Literal["parquet", "csv"]) -> None:
         self.path = path
@@ -419,15 +481,9 @@ class ChunkWriter:
             fields.append(pa.field(f.name, t))
         return pa.schema(fields)
 
-    def write(self, df: pd.DataFrame) -> None:
-        import pyarrow as pa
-
-        if self.fmt == "csv":
-            df = df.copy()
-            for c in RECS_LISTS + ("churn_reasons",):
-                if c in df.columns:
-                    df[c] = ["|".join(str(x) for x in v) for v in df[c]]
-        table = pa.Table.from_pandas(df, preserve_index=False)
+    def write(self, data: Any) -> None:
+        """Append a DataFrame or an Arrow table made by `to_table` for this writer's format."""
+        table = data if not isinstance(data, pd.DataFrame) else to_table(data, self.fmt)
         if self.schema is None:
             self.schema = self._fix_schema(table.schema).remove_metadata()
             if self.fmt == "parquet":
@@ -440,7 +496,7 @@ class ChunkWriter:
                 self._writer = pcsv.CSVWriter(self.path, self.schema)
         table = table.select(self.schema.names).cast(self.schema)
         self._writer.write_table(table) if self.fmt == "parquet" else self._writer.write(table)
-        self.rows += len(df)
+        self.rows += table.num_rows
 
     def close(self) -> None:
         if self._writer is not None:
@@ -490,33 +546,39 @@ def score_store(store: Store, as_of: object, out: Path, models: ModelSet, *, fmt
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     work = Path(tempfile.mkdtemp(prefix="member-ml-batch-"))
     tm = Timings()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     writer = ChunkWriter(tmp / f"{SCORES}.{fmt}", fmt)
     pair_writer = ChunkWriter(tmp / REPLENISHMENT, "parquet")
+    pool = None
     try:
         t0 = time.perf_counter()
-        n_est = count_members(store, t)
+        with tm.stage("count", wall=False):
+            n_est = count_members(store, t)
         buckets = max(1, math.ceil(n_est / chunk_size))
-        chunks = partition_store(store, t, buckets, work)
-        tm.partition = time.perf_counter() - t0
-        tm.features += tm.partition
-        items = store.read_optional("items")
-        if progress:
-            progress(0, n_est)
         if workers is None:  # a worker costs seconds to start (imports, models): worth it on big stores only
             workers = min(2, os.cpu_count() or 1) if n_est >= AUTO_WORKERS_MEMBERS else 1
-        n_workers = max(1, min(len(chunks), workers))
-        if n_workers > 1 and tracking_uri is None:
-            import mlflow
+        n_workers = max(1, min(buckets, workers))
+        items = store.read_optional("items")
+        if n_workers > 1:
+            if tracking_uri is None:
+                import mlflow
 
-            tracking_uri = mlflow.get_tracking_uri()  # where `models` were loaded from
-        for rows, pairs, chunk_tm in _scored_chunks(chunks, t, models, n_workers, tracking_uri, top_n=top_n,
-                                                    top_reasons=top_reasons, items=items, timings=tm):
+                tracking_uri = mlflow.get_tracking_uri()  # where `models` were loaded from
+            pool = start_pool(n_workers, models, tracking_uri, items)  # starts while the parent partitions
+        with tm.stage("partition", wall=False):
+            chunks = partition_store(store, t, buckets, work)
+        tm.partition = time.perf_counter() - t0
+        tm.features += tm.partition
+        if progress:
+            progress(0, n_est)
+        for rows, pairs, chunk_tm in _scored_chunks(chunks, t, models, pool, n_workers, top_n=top_n,
+                                                    top_reasons=top_reasons, items=items, fmt=fmt, timings=tm):
             tw = time.perf_counter()
-            if len(rows):
-                writer.write(rows)
-            if len(pairs):
-                pair_writer.write(pairs)
+            with tm.stage("write", wall=False):
+                if len(rows):
+                    writer.write(rows)
+                if pairs is not None and len(pairs):
+                    pair_writer.write(pairs)
             tm.writing += time.perf_counter() - tw
             if chunk_tm is not None:  # a worker's seconds: counted as the share of work each stage took
                 tm.merge(chunk_tm)
@@ -524,8 +586,9 @@ def score_store(store: Store, as_of: object, out: Path, models: ModelSet, *, fmt
                 progress(writer.rows, n_est)
             del rows, pairs
         tw = time.perf_counter()
-        writer.close()
-        pair_writer.close()
+        with tm.stage("write", wall=False):
+            writer.close()
+            pair_writer.close()
         if writer.rows == 0:
             raise BatchError(f"store {store.path} has no member with any row before {t.date()}")
         if pair_writer.rows == 0:  # no reminder anywhere: still an (empty) file, so readers need no special case
@@ -543,6 +606,7 @@ def score_store(store: Store, as_of: object, out: Path, models: ModelSet, *, fmt
             "seconds": {"total": round(seconds, 3), "partition": round(tm.partition, 3),
                         "features": round(tm.features, 3), "models": round(tm.models, 3),
                         "writing": round(tm.writing, 3), **{k: round(v, 3) for k, v in tm.stages.items()}},
+            "cpu_seconds": cpu_summary(tm, time.process_time() - cpu_started),
             "members_per_second": round(writer.rows / seconds, 1) if seconds > 0 else None,
             "written_at": pd.Timestamp.now("UTC").isoformat(),
         }
@@ -555,7 +619,26 @@ def score_store(store: Store, as_of: object, out: Path, models: ModelSet, *, fmt
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        if pool is not None:  # interrupted or failed: queued chunks are dropped, running ones end
+            pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+#: CPU stages (Timings.cpu keys) per group: features, models, writing
+CPU_GROUPS = {
+    "features": ("count", "partition", "features_sql_and_loyalty", "recent_items", "activity", "assemble"),
+    "models": ("churn", "ltv", "timing", "replenishment", "recs", "recs_lists"),
+    "writing": ("to_arrow", "write"),
+}
+
+
+def cpu_summary(tm: Timings, parent_cpu: float) -> dict[str, float]:
+    """CPU seconds per stage summed over the processes, the per-group totals, and the parent process's own total
+    (worker start-up, model loading and waiting are outside the stages)."""
+    out = {g: round(sum(tm.cpu.get(k, 0.0) for k in keys), 3) for g, keys in CPU_GROUPS.items()}
+    out.update({k: round(v, 3) for k, v in tm.cpu.items()})
+    out["parent"] = round(parent_cpu, 3)
+    return out
 
 
 def read_scores(folder: Path, columns: list[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:

@@ -78,8 +78,7 @@ def recommend_frame(model: Any, history: pd.DataFrame, member_ids: Sequence[str]
     members without any row get a bare member_id row: the model's popularity fallback for new members.
     """
     ids = pd.Series(list(member_ids), dtype="string")
-    known = set(history[MEMBER_ID].astype("string")) if len(history) else set()
-    bare = ids[~ids.isin(known)]
+    bare = ids[~ids.isin(history[MEMBER_ID].astype("string").unique())] if len(history) else ids
     frame = history
     if len(bare):
         frame = pd.concat([history, pd.DataFrame({MEMBER_ID: bare.to_numpy()})], ignore_index=True) \
@@ -89,25 +88,41 @@ def recommend_frame(model: Any, history: pd.DataFrame, member_ids: Sequence[str]
     return model.predict(None, frame, params={"top_n": int(top_n), "as_of": as_of})
 
 
+def recs_arrays(ranked: pd.DataFrame, member_ids: Sequence[str], top_n: int) -> dict[str, Any]:
+    """rec_items, rec_scores, rec_reasons as Arrow list arrays aligned with `member_ids`: each member's top `top_n`
+    in rank order (an empty list for a member without any ranked row). Vectorised: no per-member Python work, so
+    batch scoring can write a million members' lists without building Python lists."""
+    import pyarrow as pa
+
+    want = pd.Index(pd.array(list(member_ids), dtype="string"))
+    uniq = want.unique()
+    pos = np.asarray(uniq.get_indexer(pd.Index(ranked[MEMBER_ID].astype("string"))), dtype=np.int64)
+    keep = np.flatnonzero(pos >= 0)
+    pos = pos[keep]
+    srt = np.lexsort((ranked["rank"].to_numpy()[keep], pos))  # by member (in `member_ids` order), then rank; stable
+    order, spos = keep[srt], pos[srt]
+    starts = np.flatnonzero(np.r_[True, spos[1:] != spos[:-1]]) if len(spos) else np.zeros(0, dtype=np.int64)
+    within = np.arange(len(spos)) - np.repeat(starts, np.diff(np.r_[starts, len(spos)]))
+    order, spos = order[within < top_n], spos[within < top_n]
+    offsets = pa.array(np.r_[0, np.cumsum(np.bincount(spos, minlength=len(uniq)))].astype(np.int32))
+    take = ranked.iloc[order]
+    back = None if want.is_unique else pa.array(uniq.get_indexer(want))
+
+    def lists(col: str, typ: Any) -> Any:
+        values = take[col].astype("string") if typ == pa.string() else take[col].astype("float64")
+        arr = pa.ListArray.from_arrays(offsets, pa.array(values, type=typ, from_pandas=True))
+        return arr if back is None else arr.take(back)
+
+    return {"rec_items": lists("item_id", pa.string()), "rec_scores": lists("score", pa.float64()),
+            "rec_reasons": lists("reason", pa.string())}
+
+
 def recs_columns(ranked: pd.DataFrame, member_ids: Sequence[str], top_n: int) -> pd.DataFrame:
     """member_id, rec_items, rec_scores, rec_reasons: each member's top `top_n` as lists in rank order."""
-    r = ranked.sort_values([MEMBER_ID, "rank"], kind="mergesort").groupby(MEMBER_ID, sort=False).head(top_n)
-    ids = r[MEMBER_ID].astype("string").to_numpy(dtype=object)
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, dtype=np.int64)
-    cuts = starts[1:]
-
-    def split(values: np.ndarray) -> list[list[Any]]:
-        return [part.tolist() for part in np.split(values, cuts)] if len(ids) else []
-
-    lists = pd.DataFrame({
-        "rec_items": split(r["item_id"].astype("string").to_numpy(dtype=object)),
-        "rec_scores": split(r["score"].to_numpy(dtype=np.float64)),
-        "rec_reasons": split(r["reason"].astype("string").to_numpy(dtype=object)),
-    }, index=pd.Index(ids[starts], dtype="string", name=MEMBER_ID))
+    arrays = recs_arrays(ranked, member_ids, top_n)
     out = pd.DataFrame({MEMBER_ID: pd.array(list(member_ids), dtype="string")})
-    out = out.join(lists, on=MEMBER_ID)
     for c in RECS_LISTS:
-        out[c] = [v if isinstance(v, list) else [] for v in out[c]]
+        out[c] = arrays[c].to_pylist()
     return out
 
 

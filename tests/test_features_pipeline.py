@@ -210,3 +210,32 @@ def test_features_and_labels_are_bit_for_bit_reproducible(tmp_path) -> None:
     for feats, labels in runs[1:]:
         pd.testing.assert_frame_equal(feats, runs[0][0], check_exact=True)
         pd.testing.assert_frame_equal(labels, runs[0][1], check_exact=True)
+
+
+def test_refund_only_members_tied_order_times_and_uncategorised_lines() -> None:
+    """Edge cases of the single-pass definitions: a member with only a refund row is in the population; orders at
+    equal times give a 0 gap whichever way the tie is broken; paid lines no category reaches still count in the
+    line sums but not in the category mix."""
+    d1, d2 = "2022-12-01 10:00", "2022-12-11 10:00"
+    orders = pd.DataFrame([
+        _line("r1", "r", "2022-11-01", 40.0, status="refunded"),
+        _line("t1", "t1", d1, 10.0), _line("t2", "t1", d1, 10.0), _line("t3", "t1", d2, 10.0),
+        _line("t4", "t2", d1, 10.0), _line("t5", "t2", d2, 10.0), _line("t6", "t2", d2, 10.0),
+        _line("u1", "u", d1, 10.0, item="i404", category=None, quantity=3),
+        _line("u1", "u", d1, 20.0, item="i2", category="食品"),
+    ])
+    tables = {"orders": orders, "items": pd.DataFrame({"item_id": ["i9"], "category": ["数码"]})}
+    df = compute_features(tables, T).set_index("member_id")
+    assert sorted(df.index) == ["r", "t1", "t2", "u"]
+    r = df.loc["r"]
+    assert r.orders_lifetime == 0 and r.n_refunds == 1 and math.isnan(r.spend_lifetime)
+    assert math.isnan(r.refund_line_rate) and math.isnan(r.preferred_hour) and r.n_categories == 0
+    for m, last, weekday in (("t1", 10.0, 3), ("t2", 0.0, 6)):  # 2022-12-01 is a Thursday, 2022-12-11 a Sunday
+        x = df.loc[m]
+        assert x.orders_lifetime == 3 and x.gap_mean_days == pytest.approx(5.0)
+        assert x.gap_std_days == pytest.approx(np.std([0.0, 10.0], ddof=1)) and x.gap_last_days == pytest.approx(last)
+        assert x.preferred_hour == 10 and x.preferred_weekday == weekday
+    u = df.loc["u"]
+    assert u.lines_per_order == 2 and u.items_per_order == 4 and u.avg_order_value == pytest.approx(30.0)
+    assert u.n_categories == 1 and u.top_category == "食品" and u.top_category_share == pytest.approx(1.0)
+    assert u.category_entropy == pytest.approx(0.0)

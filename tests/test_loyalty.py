@@ -159,6 +159,32 @@ def test_partial_refund_reverses_the_points_the_order_loses() -> None:
     assert s.loc["a", "points_balance"] == 20
 
 
+def _pending_cfg(days: int = 7):
+    base = load_config().model_dump()
+    base["points"]["pending_days"] = days
+    return parse_config(base)
+
+
+def test_pending_points_are_credited_after_the_confirmation_window() -> None:
+    """pending_days = 7: a 350-yuan order placed on May 1 is pending (30 points) until May 8, then balance; a
+    full refund inside the window removes the pending points without any reversal. Both paths agree."""
+    cfg = _pending_cfg(7)
+    o = orders(("o1", "a", "2024-05-01", 350.0), ("o2", "b", "2024-05-01", 350.0),
+               ("o2", "b", "2024-05-03", 350.0, "服饰", "refunded"))
+    during, after = state(o, as_of="2024-05-05", config=cfg), state(o, as_of="2024-05-09", config=cfg)
+    assert (during.loc["a", "points_pending"], during.loc["a", "points_balance"], during.loc["a", "points_earned"]) \
+        == (30, 0, 0)
+    assert (after.loc["a", "points_pending"], after.loc["a", "points_balance"], after.loc["a", "points_earned"]) \
+        == (0, 30, 30)
+    for s in (during, after):  # refunded inside the window: never credited, never reversed
+        assert (s.loc["b", "points_pending"], s.loc["b", "points_balance"], s.loc["b", "points_reversed"]) == (0, 0, 0)
+    one = one_member(o, None, None, "2024-05-05", cfg, member_id="a")
+    assert (one.points_pending, one.points_balance) == (30, 0)
+    # the default (the documents say nothing about a window) credits at once
+    assert state(o, as_of="2024-05-02").loc["a", "points_balance"] == 30
+    assert load_config().points.pending_days == 0
+
+
 def test_expiry_first_earned_first_expired_and_expiring_soon() -> None:
     o = orders(("o1", "a", "2023-01-10", 300.0), ("o2", "a", "2023-06-10", 200.0), ("o3", "a", "2023-12-20", 100.0))
     ev = events(("a", "2023-07-01", "redeem", 40.0))
@@ -327,6 +353,25 @@ def test_quote_discount_and_points_with_reasons() -> None:
     assert any("8.5折" in r for r in q.reasons) and any("家电" in r for r in q.reasons)
     bday = quote(Cart(lines=[{"price": 200.0}], at="2024-07-15"), st, cfg)  # 170 paid → 10 points
     assert bday.points == int(10 * 1.5 * 2) and any("birthday" in r for r in bday.reasons)
+
+
+def test_quote_member_day_price_on_the_configured_day() -> None:
+    """Default ladder: 皇冠 (9.2折) has the member-day benefit; on the 8th the member-day rate (0.95) applies on
+    top; 金牌 has no member day; other days pay the tier price."""
+    cfg = load_config()
+    assert cfg.member_day_of_month == 8 and cfg.member_day_discount_rate == pytest.approx(0.95)
+    crown = one_member(orders(("o1", "a", "2024-01-10", 3500.0)), None, None, "2024-03-01", cfg)
+    gold = one_member(orders(("o1", "b", "2024-01-10", 600.0)), None, None, "2024-03-01", cfg)
+    assert crown.tier == "皇冠" and gold.tier == "金牌"
+    cart = [{"price": 1000.0}]
+    day = quote(Cart(lines=cart, at="2024-03-08"), crown, cfg)
+    other = quote(Cart(lines=cart, at="2024-03-09"), crown, cfg)
+    assert other.total == pytest.approx(920.0) and other.discount_rate == pytest.approx(0.92)
+    assert day.total == pytest.approx(874.0) and day.discount_rate == pytest.approx(0.92 * 0.95)
+    assert day.points == int(870 // 100 * 10 * 1.5) and any("member day" in r for r in day.reasons)
+    assert not any("member day" in r for r in other.reasons)
+    g = quote(Cart(lines=cart, at="2024-03-08"), gold, cfg)
+    assert g.total == pytest.approx(1000.0) and not any("member day" in r for r in g.reasons)
 
 
 def test_single_member_errors() -> None:

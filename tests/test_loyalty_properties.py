@@ -31,7 +31,12 @@ ROLLING = parse_config(_roll)
 _cal = CONFIGS["default"].model_dump()
 _cal["ladder"]["window"] = "calendar_year"
 CALENDAR = parse_config(_cal)
-ALL = {**CONFIGS, "rolling": ROLLING, "calendar": CALENDAR, "no_expiry": NO_EXPIRY}
+_pend = CONFIGS["default"].model_dump()
+_pend["points"]["pending_days"] = 14
+PENDING = parse_config(_pend)
+_pend["points"]["expiry"] = {"months": None}
+PENDING_NO_EXPIRY = parse_config(_pend)
+ALL = {**CONFIGS, "rolling": ROLLING, "calendar": CALENDAR, "no_expiry": NO_EXPIRY, "pending": PENDING}
 
 AMOUNTS = [0.0, 35.5, 99.99, 100.0, 250.0, 350.0, 999.0, 1000.0, 2600.0, 9000.0]
 EVENT_TYPES = ["checkin", "share", "review", "profile_completed", "redeem", "view"]
@@ -138,7 +143,7 @@ def _one(o: pd.DataFrame, ev: pd.DataFrame, as_of: pd.Timestamp, cfg: LoyaltyCon
     try:
         return one_member(o, ev, None, as_of, cfg, member_id=mid).model_dump()
     except LookupError:
-        return {"points_earned": 0, "points_balance": 0, "points_reversed": 0, "tier_rank": 0}
+        return {"points_earned": 0, "points_balance": 0, "points_reversed": 0, "tier_rank": 0, "points_pending": 0}
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -200,9 +205,12 @@ def _oracle_tiers(o: pd.DataFrame, ev: pd.DataFrame, as_of: pd.Timestamp, cfg: L
     ref = ref[ref.order_id.isin(ot.index)]
     ref = ref[ref.ordered_at >= ot.loc[ref.order_id, "t"].to_numpy()]
     refunded = ref.groupby("order_id").amount.sum().reindex(ot.index, fill_value=0.0)
+    n_refunds = ref.groupby("order_id").size().reindex(ot.index, fill_value=0)
     cents = (ot.amount * 100).round()
     rc = (refunded * 100).round()
-    ot = ot.assign(net=((cents - np.minimum(rc, cents)) / 100).astype(float), alive=(rc < cents).astype(bool))
+    # an order is voided once refund rows give back all it paid (a 0-yuan order with no refund rows stays alive)
+    voided = (n_refunds > 0) & (rc >= cents)
+    ot = ot.assign(net=((cents - np.minimum(rc, cents)) / 100).astype(float), alive=(~voided).astype(bool))
 
     def in_window(t: pd.Series, w: str) -> np.ndarray:
         if w == "lifetime":
@@ -283,3 +291,53 @@ def test_vectorised_ledger_equals_sequential_replay(credits, debits, as_day, mon
                "expired": led.expired[m], "balance": led.balance[m], "expiring_soon": led.expiring_soon[m],
                "rejected": led.rejected[m]}
         assert got == ref, (m, got, ref)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores(configs=("pending",)), st.integers(0, 13))
+def test_pending_points_become_balance_after_the_window(data, days_before) -> None:
+    """With nothing new happening, every point pending at T is earned and in the balance one window later
+    (no expiry in between, so nothing else moves); batch path."""
+    o, ev, as_of, _ = data
+    cfg = PENDING_NO_EXPIRY
+    # make pending likely: put as_of a few days after some order
+    paid_t = sorted(o.loc[o.status == "paid", "ordered_at"])
+    as_of = paid_t[days_before % len(paid_t)] + pd.Timedelta(days=1 + days_before)
+    o, ev = o[o.ordered_at < as_of], ev[ev.occurred_at < as_of]
+    now = evaluate(o, ev, None, as_of, cfg).frame.set_index("member_id")
+    later = evaluate(o, ev, None, as_of + pd.Timedelta(days=cfg.points.pending_days), cfg).frame
+    later = later.set_index("member_id").loc[now.index]
+    assert (later.points_pending == 0).all()
+    assert (later.points_earned == now.points_earned + now.points_pending).all()
+    assert (later.points_balance == now.points_balance + now.points_pending).all()
+    assert (later.points_reversed == now.points_reversed).all()
+    assert (later.redemptions_rejected == now.redemptions_rejected).all()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stores(configs=("pending",)), st.integers(0, 4), st.integers(1, 13))
+def test_refund_inside_the_window_removes_the_pending_points(data, pick, days) -> None:
+    """A member's latest order, fully refunded before its 14-day window ends, leaves the pending points as if it
+    had never been placed, and never touches the balance (no reversal)."""
+    o, ev, _, _ = data
+    cfg = PENDING
+    paid = o[o.status == "paid"]
+    mid = sorted(paid.member_id.unique())[pick % paid.member_id.nunique()]
+    last = paid[paid.member_id == mid].sort_values(["ordered_at", "order_id"]).order_id.iloc[-1]
+    t_last = paid[paid.order_id == last].ordered_at.iloc[0]
+    if (paid[paid.member_id == mid].ordered_at == t_last).sum() != (paid.order_id == last).sum():
+        return  # another order at the same instant: "latest" is ambiguous
+    as_of = t_last + pd.Timedelta(days=days)  # inside the window
+    mine = o[(o.order_id == last) & (o.ordered_at < as_of)]
+    left = (mine[mine.status == "paid"].groupby("item_id").amount.sum()
+            .sub(mine[mine.status != "paid"].groupby("item_id").amount.sum(), fill_value=0).clip(lower=0))
+    refunds = pd.DataFrame([{"order_id": last, "member_id": mid, "ordered_at": as_of - pd.Timedelta(seconds=1),
+                             "amount": round(a, 2), "category": "美妆", "item_id": it, "status": "refunded"}
+                            for it, a in left.items()])
+    with_order = _one(o, ev, as_of, cfg, mid)
+    without = _one(o[o.order_id != last], ev, as_of, cfg, mid)
+    refunded = _one(pd.concat([o, refunds]), ev, as_of, cfg, mid)
+    assert with_order["points_pending"] >= without["points_pending"]
+    assert refunded["points_pending"] == without["points_pending"]
+    for k in ("points_balance", "points_earned", "points_reversed"):
+        assert refunded[k] == with_order[k] == without[k], k

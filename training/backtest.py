@@ -4,6 +4,9 @@ For a test cutoff T and horizon H: the validation cutoff V is the last month sta
 ends before the test window starts), training cutoffs are the month starts c with c + H ≤ V (features.training_set.
 temporal_split), at most `max_train_cutoffs` of them (the latest). Features are as of each cutoff, labels over
 [c, c + H). The model is fitted on the training cutoffs, early-stopped/calibrated on V and tested at T.
+
+With `every_days` the training cutoffs are denser than monthly: V − H, V − H − every_days, … back to the first
+cutoff with enough history (more stacked rows from the same history; each still ends its label window by V).
 """
 from __future__ import annotations
 
@@ -67,8 +70,11 @@ def default_cutoff(store: Store, horizon_days: int) -> pd.Timestamp:
     return t
 
 
-def plan(store: Store, cutoff: object, horizon_days: int, max_train_cutoffs: int = 12) -> TemporalSplit:
+def plan(store: Store, cutoff: object, horizon_days: int, max_train_cutoffs: int = 12,
+         every_days: int | None = None) -> TemporalSplit:
     """Training cutoffs and validation cutoff for a test at `cutoff` (see the module docstring)."""
+    if every_days is not None and every_days <= 0:
+        raise ValueError(f"every_days must be a positive number of days, got {every_days!r}")
     t = as_timestamp(cutoff, "cutoff")
     start, end = data_span(store)
     if t + pd.Timedelta(days=horizon_days) > end.normalize() + pd.Timedelta(days=1):
@@ -81,14 +87,19 @@ def plan(store: Store, cutoff: object, horizon_days: int, max_train_cutoffs: int
                          f"cutoff and at least one training cutoff whose label windows end by {t.date()} "
                          f"(data starts {start.date()})")
     split = temporal_split(cands[:-1], cands[-1], horizon_days)
-    return TemporalSplit(split.train[-max_train_cutoffs:], split.validation, split.horizon_days)
+    train = split.train
+    if every_days is not None:
+        last, step = (split.validation - pd.Timedelta(days=horizon_days)).normalize(), pd.Timedelta(days=every_days)
+        if last >= first:
+            train = [last - step * i for i in range(int((last - first) // step), -1, -1)]
+    return TemporalSplit(train[-max_train_cutoffs:], split.validation, split.horizon_days)
 
 
 def load(store: Store, cutoff: object, horizon_days: int, *, max_train_cutoffs: int = 12,
-         progress: Callable[[pd.Timestamp], None] | None = None) -> BacktestData:
+         every_days: int | None = None, progress: Callable[[pd.Timestamp], None] | None = None) -> BacktestData:
     """Build features + labels at every cutoff of the plan and the test cutoff."""
     t = as_timestamp(cutoff, "cutoff")
-    split = plan(store, t, horizon_days, max_train_cutoffs)
+    split = plan(store, t, horizon_days, max_train_cutoffs, every_days)
     ts = build_training_set(store, [*split.train, split.validation, t], churn_horizon=horizon_days,
                             ltv_horizon=horizon_days, timing_horizon=horizon_days, progress=progress)
     frame = ts.frame
@@ -101,11 +112,34 @@ def load(store: Store, cutoff: object, horizon_days: int, *, max_train_cutoffs: 
 
 
 def load_with_progress(store: Store, cutoff: object, horizon_days: int, max_train_cutoffs: int,
-                       progress: Any = None) -> BacktestData:
+                       progress: Any = None, every_days: int | None = None) -> BacktestData:
     """`load` with a rich progress bar (one step per cutoff) when `progress` is a rich Progress."""
     if progress is None:
-        return load(store, cutoff, horizon_days, max_train_cutoffs=max_train_cutoffs)
-    split = plan(store, cutoff, horizon_days, max_train_cutoffs)
+        return load(store, cutoff, horizon_days, max_train_cutoffs=max_train_cutoffs, every_days=every_days)
+    split = plan(store, cutoff, horizon_days, max_train_cutoffs, every_days)
     task = progress.add_task("features + labels per cutoff", total=len(split.train) + 2)
-    return load(store, cutoff, horizon_days, max_train_cutoffs=max_train_cutoffs,
+    return load(store, cutoff, horizon_days, max_train_cutoffs=max_train_cutoffs, every_days=every_days,
                 progress=lambda _c: progress.advance(task))
+
+
+def fit_derived(train: pd.DataFrame, horizon_days: int, enabled: bool) -> tuple[Any, str | None]:
+    """BG/NBD parameters for the model-side features, fitted on the training rows only (None when disabled or when
+    the frame lacks the RFM inputs or buyers); the second item says why they were left out, if they were."""
+    from training.member_pyfunc.bgnbd import INPUTS, BgNbd
+
+    if not enabled:
+        return None, None
+    missing = [c for c in INPUTS if c not in train.columns]
+    if missing:
+        return None, f"BG/NBD features left out: the feature frame lacks {missing}"
+    try:
+        return BgNbd.fit(train, horizon_days), None
+    except ValueError as e:
+        return None, f"BG/NBD features left out: {e}"
+
+
+def derived_info(derived: Any, why: str | None) -> dict[str, Any]:
+    """The fitted BG/NBD parameters (logged with the run), or why the features were left out."""
+    if derived is None:
+        return {"bgnbd_features": why or "off"}
+    return {f"bgnbd_{k}": round(getattr(derived, k), 6) for k in ("r", "alpha", "a", "b")}

@@ -82,7 +82,8 @@ def bgnbd_expectations(orders: pd.DataFrame, cutoff: pd.Timestamp, horizon_days:
         spend = spend.mean(("chain", "draw")).to_pandas()
     ids = members.astype(str).to_numpy()
     out = pd.DataFrame({MEMBER_ID: ids})
-    out["expected_purchases"] = pd.Series(purchases.to_numpy(), index=purchases.index.astype(str)).reindex(ids).fillna(0.0).to_numpy()
+    per_member = pd.Series(purchases.to_numpy(), index=purchases.index.astype(str))
+    out["expected_purchases"] = per_member.reindex(ids).fillna(0.0).to_numpy()
     s = pd.Series(spend.to_numpy(), index=spend.index.astype(str)).reindex(ids)
     out["expected_spend"] = (out["expected_purchases"] * s.fillna(s.mean()).to_numpy()).clip(lower=0.0)
     return out

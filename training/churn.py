@@ -11,16 +11,15 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from features.contract import MEMBER_ID
-from features.engine import as_timestamp
 from features.labels import LABEL_COLUMNS
 from features.store import Store
 from member_ml.settings import Settings
 from training import backtest, baselines, metrics as M, plots
 from training.calibration import fit_calibrator
-from training.config import load_config as _load_config
+from training.config import BoosterConfig, load_config as _load_config
 from training.evaluation import Evaluation, compare
 from training.member_pyfunc.churn import ChurnModel
 from training.member_pyfunc.matrix import FeatureSpec
@@ -32,26 +31,13 @@ NON_FEATURES = frozenset({MEMBER_ID, "cutoff", *LABEL_COLUMNS})
 ENTRY = "member_pyfunc.churn:ChurnModel"
 
 
-class ChurnConfig(BaseModel):
+class ChurnConfig(BoosterConfig):
     """Churn trainer settings (YAML keys of `member-ml train churn --config`)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    horizon_days: int = Field(90, gt=0)
-    max_train_cutoffs: int = Field(12, gt=0)
-    learning_rate: float = Field(0.05, gt=0, le=1)
-    num_leaves: int = Field(7, ge=2)
-    min_data_in_leaf: int = Field(40, ge=1)
-    feature_fraction: float = Field(0.7, gt=0, le=1)
-    bagging_fraction: float = Field(0.8, gt=0, le=1)
-    lambda_l2: float = Field(5.0, ge=0)
-    num_boost_round: int = Field(2000, ge=1)
-    early_stopping_rounds: int = Field(100, ge=1)
+    # learning rate and feature fraction chosen on the validation cutoff of Complete Journey (issue 5 lever table)
+    learning_rate: float = Field(0.02, gt=0, le=1)
+    feature_fraction: float = Field(0.5, gt=0, le=1)
     calibration: Literal["platt", "isotonic"] = "platt"
-    exclude_features: list[str] = Field(default_factory=list)
-    seed: int = 7
-    num_threads: int = Field(1, ge=0)  # 1: OpenMP threads stall when the 2 cores are shared (0 = all cores)
-    n_boot: int = Field(1000, ge=50)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ChurnConfig:
@@ -75,11 +61,7 @@ def _halves(ids: pd.Series) -> np.ndarray:
 
 
 def lgb_params(cfg: ChurnConfig) -> dict[str, Any]:
-    return {"objective": "binary", "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
-            "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
-            "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1, "lambda_l2": cfg.lambda_l2,
-            "seed": cfg.seed, "verbose": -1, "num_threads": cfg.num_threads, "deterministic": True, "force_row_wise": True,
-            "cat_smooth": 50.0, "min_data_per_group": 100}
+    return cfg.lgb_params("binary")
 
 
 def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: ChurnConfig) -> tuple[ChurnModel, dict[str, Any]]:
@@ -90,6 +72,9 @@ def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: ChurnConfig) -> tuple[Chu
         if df[LABEL].nunique() < 2:
             raise ValueError(f"{name} rows have a single churn class ({df[LABEL].iloc[0] if len(df) else 'none'}); "
                              "need churners and non-churners (more members or cutoffs)")
+    derived, why = backtest.fit_derived(train, cfg.horizon_days, cfg.bgnbd_features)
+    if derived is not None:
+        train, valid = derived.augment(train), derived.augment(valid)
     spec = FeatureSpec.from_frame(train, exclude=NON_FEATURES | set(cfg.exclude_features))
     es = _halves(valid[MEMBER_ID])
     x_tr = spec.matrix(train)
@@ -104,10 +89,10 @@ def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: ChurnConfig) -> tuple[Chu
     booster = booster if booster.best_iteration <= 0 else _truncate(booster)
     cal_margin = booster.predict(x_va[~es], raw_score=True)
     calibrator = fit_calibrator(cal_margin, valid[LABEL].to_numpy(float)[~es], cfg.calibration)
-    model = ChurnModel(booster, spec, calibrator)
+    model = ChurnModel(booster, spec, calibrator, derived)
     info = {"best_iteration": booster.current_iteration(), "train_rows": len(train),
             "early_stopping_rows": int(es.sum()), "calibration_rows": int((~es).sum()),
-            "features": len(spec.columns)}
+            "features": len(spec.columns), **backtest.derived_info(derived, why)}
     return model, info
 
 
@@ -145,7 +130,8 @@ def run_backtest(store: Store, *, cutoff: Any, cfg: ChurnConfig, with_bgnbd: boo
                  data: backtest.BacktestData | None = None, bgnbd: pd.DataFrame | None = None
                  ) -> tuple[Evaluation, ChurnModel, backtest.BacktestData, dict[str, np.ndarray]]:
     """Fit on cutoffs before `cutoff`, test at `cutoff`; return the evaluation, model, data and all scores."""
-    data = data or backtest.load_with_progress(store, cutoff, cfg.horizon_days, cfg.max_train_cutoffs, progress)
+    data = data or backtest.load_with_progress(store, cutoff, cfg.horizon_days, cfg.max_train_cutoffs, progress,
+                                               cfg.cutoff_every_days)
     fit_task = progress.add_task("LightGBM churn model", total=None) if progress else None
     model, info = fit(data.train, data.valid, cfg)
     if progress:
@@ -180,18 +166,8 @@ def figures(y: np.ndarray, scores: dict[str, np.ndarray], model: ChurnModel) -> 
 def train(store: Store, *, settings: Settings, cutoff: Any = None, horizon: int | None = None, config: Any = None,
           promote: bool = True, progress: Any = None, with_bgnbd: bool = False) -> TrainOutcome:
     """Backtest at `cutoff` (default: the latest month start with a full label window), log, register, gate."""
-    from training.runlog import record_run
+    from training.runlog import train_and_record
 
-    cfg = load_config(config, horizon_days=horizon)
-    t = as_timestamp(cutoff, "cutoff") if cutoff is not None else backtest.default_cutoff(store, cfg.horizon_days)
-    ev, model, data, scores = run_backtest(store, cutoff=t, cfg=cfg, with_bgnbd=with_bgnbd, progress=progress)
-    y = data.test[LABEL].to_numpy(float)
-    cols = [MEMBER_ID, *model.spec.columns]
-    return record_run(
-        spec=SPEC, settings=settings, store=store, model=model, entry=ENTRY,
-        params={**cfg.model_dump(), **ev.extra["fit"], "test_cutoff": t.date().isoformat()},
-        metrics=ev.model, baselines=ev.baselines, figures=figures(y, scores, model),
-        manifest=data.manifest, manifest_frame=data.manifest_frame(LABEL), label=LABEL,
-        backtest={"test": data.test[[*cols, LABEL]]}, input_example=data.test[cols].head(5),
-        cutoffs=[*data.split.train, data.split.validation, t], horizon_days=cfg.horizon_days, promote=promote,
-        notes=ev.notes)
+    return train_and_record(store, settings=settings, cutoff=cutoff, horizon=horizon, config=config, promote=promote,
+                            progress=progress, with_bgnbd=with_bgnbd, load_config=load_config,
+                            run_backtest=run_backtest, figures=figures, spec=SPEC, entry=ENTRY, label=LABEL)

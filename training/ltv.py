@@ -15,15 +15,14 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from features.contract import MEMBER_ID
-from features.engine import as_timestamp
 from features.labels import LABEL_COLUMNS
 from features.store import Store
 from member_ml.settings import Settings
 from training import backtest, baselines, metrics as M, plots
-from training.config import load_config as _load_config
+from training.config import BoosterConfig, load_config as _load_config
 from training.evaluation import Evaluation, compare
 from training.member_pyfunc.ltv import LtvModel
 from training.member_pyfunc.matrix import FeatureSpec
@@ -35,28 +34,14 @@ NON_FEATURES = frozenset({MEMBER_ID, "cutoff", *LABEL_COLUMNS})
 ENTRY = "member_pyfunc.ltv:LtvModel"
 
 
-class LtvConfig(BaseModel):
+class LtvConfig(BoosterConfig):
     """LTV trainer settings (YAML keys of `member-ml train ltv --config`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     horizon_days: int = Field(365, gt=0)
     kind: Literal["auto", "tweedie", "two_part"] = "auto"
     two_part_margin: float = Field(0.005, ge=0)  # auto: two-part must beat Tweedie's validation Gini by this much
-    max_train_cutoffs: int = Field(12, gt=0)
-    learning_rate: float = Field(0.05, gt=0, le=1)
     num_leaves: int = Field(15, ge=2)
-    min_data_in_leaf: int = Field(40, ge=1)
-    feature_fraction: float = Field(0.7, gt=0, le=1)
-    bagging_fraction: float = Field(0.8, gt=0, le=1)
-    lambda_l2: float = Field(5.0, ge=0)
     tweedie_variance_power: float = Field(1.3, gt=1, lt=2)
-    num_boost_round: int = Field(2000, ge=1)
-    early_stopping_rounds: int = Field(100, ge=1)
-    exclude_features: list[str] = Field(default_factory=list)
-    seed: int = 7
-    num_threads: int = Field(1, ge=0)  # 1: OpenMP threads stall when the 2 cores are shared (0 = all cores)
-    n_boot: int = Field(1000, ge=50)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> LtvConfig:
@@ -73,11 +58,7 @@ SPEC = ModelSpec(name="ltv", primary_metric="gini", scorer=score, greater_is_bet
 
 
 def _params(cfg: LtvConfig, objective: str) -> dict[str, Any]:
-    p = {"objective": objective, "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
-         "min_data_in_leaf": cfg.min_data_in_leaf, "feature_fraction": cfg.feature_fraction,
-         "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1, "lambda_l2": cfg.lambda_l2, "seed": cfg.seed,
-         "verbose": -1, "num_threads": cfg.num_threads, "deterministic": True, "force_row_wise": True,
-         "cat_smooth": 50.0, "min_data_per_group": 100}
+    p = cfg.lgb_params(objective)
     if objective == "tweedie":
         p["tweedie_variance_power"] = cfg.tweedie_variance_power
     return p
@@ -105,18 +86,22 @@ def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: LtvConfig) -> tuple[LtvMo
             raise ValueError(f"{name} rows have fewer than two members with spend in the horizon")
     train = train[train[LABEL].notna()]
     valid = valid[valid[LABEL].notna()]
+    derived, why = backtest.fit_derived(train, cfg.horizon_days, cfg.bgnbd_features)
+    if derived is not None:
+        train, valid = derived.augment(train), derived.augment(valid)
     spec = FeatureSpec.from_frame(train, exclude=NON_FEATURES | set(cfg.exclude_features))
     x, xv = spec.matrix(train), spec.matrix(valid)
     y, yv = train[LABEL].to_numpy(float).clip(0), valid[LABEL].to_numpy(float).clip(0)
     candidates: dict[str, LtvModel] = {}
     if cfg.kind in ("auto", "tweedie"):
         b = _boost(cfg, "tweedie", x, y, xv, yv, spec, "tweedie")
-        candidates["tweedie"] = LtvModel("tweedie", {"value": b}, spec, cfg.horizon_days)
+        candidates["tweedie"] = LtvModel("tweedie", {"value": b}, spec, cfg.horizon_days, derived)
     if cfg.kind in ("auto", "two_part"):
         buy = _boost(cfg, "binary", x, (y > 0).astype(float), xv, (yv > 0).astype(float), spec, "binary_logloss")
         pos, posv = y > 0, yv > 0
         spend = _boost(cfg, "gamma", x[pos], y[pos], xv[posv], yv[posv], spec, "gamma")
-        candidates["two_part"] = LtvModel("two_part", {"buy": buy, "spend": spend}, spec, cfg.horizon_days)
+        candidates["two_part"] = LtvModel("two_part", {"buy": buy, "spend": spend}, spec, cfg.horizon_days,
+                                          derived)
     val_gini = {k: M.gini(yv, m.predict_value(valid)) for k, m in candidates.items()}
     if len(val_gini) == 2:  # prefer the simpler single booster unless the two-part model is clearly better
         kind = "two_part" if val_gini["two_part"] > val_gini["tweedie"] + cfg.two_part_margin else "tweedie"
@@ -125,7 +110,8 @@ def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: LtvConfig) -> tuple[LtvMo
     model = candidates[kind]
     info = {"kind": kind, "train_rows": len(train), "validation_rows": len(valid), "features": len(spec.columns),
             **{f"validation_gini_{k}": round(v, 4) for k, v in val_gini.items()},
-            **{f"trees_{p}": b.num_trees() for p, b in model.boosters.items()}}
+            **{f"trees_{p}": b.num_trees() for p, b in model.boosters.items()},
+            **backtest.derived_info(derived, why)}
     return model, info
 
 
@@ -158,7 +144,8 @@ def run_backtest(store: Store, *, cutoff: Any, cfg: LtvConfig, with_bgnbd: bool,
                  data: backtest.BacktestData | None = None, bgnbd: pd.DataFrame | None = None
                  ) -> tuple[Evaluation, LtvModel, backtest.BacktestData, dict[str, np.ndarray]]:
     """Fit on cutoffs before `cutoff`, test at `cutoff`; return the evaluation, model, data and all predictions."""
-    data = data or backtest.load_with_progress(store, cutoff, cfg.horizon_days, cfg.max_train_cutoffs, progress)
+    data = data or backtest.load_with_progress(store, cutoff, cfg.horizon_days, cfg.max_train_cutoffs, progress,
+                                               cfg.cutoff_every_days)
     if data.test[LABEL].isna().all():
         raise ValueError("the store has no order amounts: LTV cannot be trained (churn and timing still can)")
     fit_task = progress.add_task("LightGBM LTV models", total=None) if progress else None
@@ -195,18 +182,8 @@ def figures(y: np.ndarray, scores: dict[str, np.ndarray], model: LtvModel) -> di
 def train(store: Store, *, settings: Settings, cutoff: Any = None, horizon: int | None = None, config: Any = None,
           promote: bool = True, progress: Any = None, with_bgnbd: bool = False) -> TrainOutcome:
     """Backtest at `cutoff` (default: the latest month start with a full label window), log, register, gate."""
-    from training.runlog import record_run
+    from training.runlog import train_and_record
 
-    cfg = load_config(config, horizon_days=horizon)
-    t = as_timestamp(cutoff, "cutoff") if cutoff is not None else backtest.default_cutoff(store, cfg.horizon_days)
-    ev, model, data, scores = run_backtest(store, cutoff=t, cfg=cfg, with_bgnbd=with_bgnbd, progress=progress)
-    y = data.test[LABEL].to_numpy(float)
-    cols = [MEMBER_ID, *model.spec.columns]
-    return record_run(
-        spec=SPEC, settings=settings, store=store, model=model, entry=ENTRY,
-        params={**cfg.model_dump(), **ev.extra["fit"], "test_cutoff": t.date().isoformat()},
-        metrics=ev.model, baselines=ev.baselines, figures=figures(y, scores, model),
-        manifest=data.manifest, manifest_frame=data.manifest_frame(LABEL), label=LABEL,
-        backtest={"test": data.test[[*cols, LABEL]]}, input_example=data.test[cols].head(5),
-        cutoffs=[*data.split.train, data.split.validation, t], horizon_days=cfg.horizon_days, promote=promote,
-        notes=ev.notes)
+    return train_and_record(store, settings=settings, cutoff=cutoff, horizon=horizon, config=config, promote=promote,
+                            progress=progress, with_bgnbd=with_bgnbd, load_config=load_config,
+                            run_backtest=run_backtest, figures=figures, spec=SPEC, entry=ENTRY, label=LABEL)

@@ -7,15 +7,18 @@ pyfunc model (registered), the version's gate tags, and `registry.promote`.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from features.contract import MEMBER_ID
+from features.engine import as_timestamp
 from features.store import Store
 from member_ml.settings import Settings
-from training import registry, tracking
+from training import backtest as bt, registry, tracking
 from training.model_logging import log_pyfunc_model
 from training.trainers import TrainOutcome
 
@@ -66,3 +69,29 @@ def record_run(*, spec: registry.ModelSpec, settings: Settings, store: Store, mo
                         metrics={spec.primary_metric: primary, **{k: v for k, v in metrics.items()
                                                                   if k != spec.primary_metric}},
                         promotion=result, notes=list(notes or []))
+
+
+def train_and_record(store: Store, *, settings: Settings, cutoff: Any, horizon: int | None, config: Any,
+                     promote: bool, progress: Any, with_bgnbd: bool, load_config: Callable[..., Any],
+                     run_backtest: Callable[..., tuple[Any, Any, Any, dict[str, np.ndarray]]],
+                     figures: Callable[[np.ndarray, dict[str, np.ndarray], Any], Mapping[str, Any]],
+                     spec: registry.ModelSpec, entry: str, label: str) -> TrainOutcome:
+    """The `train` of a member-level trainer (churn, LTV): backtest at `cutoff`, then log, register and gate.
+
+    `cutoff` defaults to the latest month start with a full label window; the trainer supplies its config loader,
+    backtest, figure set, registry spec, pyfunc entry point and label column. The input example and the backtest
+    set hold the model's input columns (`model.input_columns`: derived columns are computed by the pyfunc itself).
+    """
+    cfg = load_config(config, horizon_days=horizon)
+    t = as_timestamp(cutoff, "cutoff") if cutoff is not None else bt.default_cutoff(store, cfg.horizon_days)
+    ev, model, data, scores = run_backtest(store, cutoff=t, cfg=cfg, with_bgnbd=with_bgnbd, progress=progress)
+    y = data.test[label].to_numpy(float)
+    cols = [MEMBER_ID, *model.input_columns]
+    return record_run(
+        spec=spec, settings=settings, store=store, model=model, entry=entry,
+        params={**cfg.model_dump(), **ev.extra["fit"], "test_cutoff": t.date().isoformat()},
+        metrics=ev.model, baselines=ev.baselines, figures=figures(y, scores, model),
+        manifest=data.manifest, manifest_frame=data.manifest_frame(label), label=label,
+        backtest={"test": data.test[[*cols, label]]}, input_example=data.test[cols].head(5),
+        cutoffs=[*data.split.train, data.split.validation, t], horizon_days=cfg.horizon_days, promote=promote,
+        notes=ev.notes)

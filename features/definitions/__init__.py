@@ -7,8 +7,14 @@ family onto the population. Every step reads the as-of views (`ol`, `ev`, `mem`;
 strictly before the cutoff T, so nothing at or after T can reach a feature.
 
 Portability rules kept here (checked by tests via sqlglot duckdb → spark): no QUALIFY, no FILTER clauses, no
-DuckDB-only functions (list/struct, ISODOW, mode); windows as explicit CASE WHEN sums; deterministic tie-breaks
-(every ROW_NUMBER orders by a unique key) so a parallel engine gives the same answer as a single member's history.
+DuckDB-only functions (list/struct, ISODOW, mode); windows as explicit CASE WHEN aggregates; deterministic tie-breaks
+(every ROW_NUMBER orders by a unique key; LAG/LEAD only where tied rows give equal results) so a parallel engine
+gives the same answer as a single member's history.
+
+Speed (DESIGN §4 benchmark: 1M members, ~20M order lines): each big table is read as few times as possible (the
+order lines three times: paid orders, non-paid rows, paid lines by category; the events twice), every per-member
+figure of one relation comes from one GROUP BY, and counts are COUNT(CASE WHEN … THEN 1 END) (BIGINT) rather than
+SUM(CASE … 1 ELSE 0 END) (which DuckDB accumulates as a 128-bit integer).
 """
 from __future__ import annotations
 

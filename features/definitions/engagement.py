@@ -24,18 +24,26 @@ def families(t: str, tables: frozenset[str]) -> list[Family]:
         feats.append(FeatureSpec(f"events_{w}d", f"COALESCE(e.events_{w}d, 0)", "numeric", "engagement",
                                  f"events of any type in the last {w} days"))
         for typ in EVENT_TYPES:
-            sums.append(f"SUM(CASE WHEN type = '{typ}' THEN n_{w}d ELSE 0 END) AS ev_{typ}_{w}d")
+            sums.append(f"MAX(CASE WHEN type = '{typ}' THEN n_{w}d ELSE 0 END) AS ev_{typ}_{w}d")
             feats.append(FeatureSpec(f"ev_{typ}_{w}d", f"COALESCE(e.ev_{typ}_{w}d, 0)", "numeric", "engagement",
                                      f"'{typ}' events in the last {w} days"))
-    windows = ", ".join(f"SUM(CASE WHEN occurred_at >= {t} - INTERVAL {w} DAY THEN 1 ELSE 0 END) AS n_{w}d"
+    wmax = max(ENGAGEMENT_WINDOWS)
+    windows = ", ".join(f"COUNT(CASE WHEN occurred_at >= {t} - INTERVAL {w} DAY THEN 1 END) AS n_{w}d"
                         for w in ENGAGEMENT_WINDOWS)
-    # two stages: one pass over the events grouped by (member, type), then a pivot of that small relation
+    # Lifetime count and last event per member in one pass over the events; the counts by type are only windowed,
+    # so they read the last `wmax` days only, grouped by (member, type), then pivoted (one row per member and type:
+    # MAX picks the type's count). COUNT(CASE …) is a BIGINT where SUM(CASE … 1 ELSE 0) would be accumulated by
+    # DuckDB as a 128-bit integer. Both are read once, by `evagg` (views: never stored).
+    total = Step("evtotal", """
+        SELECT member_id, COUNT(*) AS n_events, MAX(occurred_at) AS last_event_at FROM ev GROUP BY member_id""", view=True)
     by_type = Step("evtype", f"""
-        SELECT member_id, type, COUNT(*) AS n, MAX(occurred_at) AS last_at, {windows}
-        FROM ev GROUP BY member_id, type""")
+        SELECT member_id, type, {windows}
+        FROM ev WHERE occurred_at >= {t} - INTERVAL {wmax} DAY GROUP BY member_id, type""", view=True)
+    cols = [c.rsplit(" AS ", 1)[1] for c in sums]
     step = Step("evagg", f"""
-        SELECT member_id, SUM(n) AS n_events, MAX(last_at) AS last_event_at,
-          {', '.join(sums)}
-        FROM evtype GROUP BY member_id""")
-    return [Family("engagement", frozenset({"events"}), (by_type, step), ("evagg e",), tuple(feats),
+        SELECT t.member_id, t.n_events, t.last_event_at, {', '.join(f"p.{c}" for c in cols)}
+        FROM evtotal t LEFT JOIN (
+          SELECT member_id, {', '.join(sums)} FROM evtype GROUP BY member_id
+        ) p ON p.member_id = t.member_id""")
+    return [Family("engagement", frozenset({"events"}), (total, by_type, step), ("evagg e",), tuple(feats),
                    population=("evagg",))]

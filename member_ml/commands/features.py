@@ -34,6 +34,11 @@ def features_command(
     store: StoreOpt,
     as_of: Annotated[str, typer.Option("--as-of", help="Cutoff date: features use rows strictly before it.")],
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write (a .manifest.json is written next to it).")],
+    engine: Annotated[str, typer.Option(help="duckdb (one machine) or spark (the same definitions on Spark; --out "
+                                        "is then a folder of Parquet part files).")] = "duckdb",
+    spark_master: Annotated[str | None, typer.Option(
+        "--spark-master",
+        help="With --engine spark: Spark master URL (default: spark-submit's, else local[*]).")] = None,
 ) -> None:
     """Compute every member's features as of a cutoff; write Parquet plus a manifest."""
     import time
@@ -45,7 +50,12 @@ def features_command(
     from features.training_set import manifest_path, source_fingerprint
     from member_ml.console import fail, table
 
+    if engine not in ("duckdb", "spark"):
+        fail(f"--engine must be duckdb or spark, got {engine!r}")
     s = _open_store(store)
+    if engine == "spark":
+        _features_on_spark(s, as_of, out, spark_master)
+        return
     con = Console()
     t0 = time.perf_counter()
     try:
@@ -64,6 +74,64 @@ def features_command(
     con.print(table("features", [{"members": len(df), "features": len(feats), "as_of": df.attrs["as_of"],
                                   "tables": ", ".join(df.attrs["tables"]), "seconds": round(secs, 2)}]))
     con.print(f"written [bold]{out}[/] and {manifest_path(out).name}")
+
+
+def _features_on_spark(store, as_of: str, out: Path, master: str | None) -> None:  # noqa: ANN001
+    """`member-ml features --engine spark`: serving.spark_batch.spark_features written by Spark (never collected) into
+    a folder replacing `out` only when complete, plus the same manifest as the DuckDB path."""
+    import shutil
+    import tempfile
+    import time
+
+    from rich.console import Console
+
+    from features.definitions import definitions_digest
+    from features.engine import as_timestamp
+    from features.pipeline import FEATURE_VERSION, categorical_features
+    from features.spark_engine import submit_or_local_spark
+    from features.store import atomic_write_json
+    from features.training_set import manifest_path, source_fingerprint
+    from member_ml.console import fail, table
+    from serving.batch import replace_dir
+    from serving.spark_batch import spark_features
+
+    try:
+        t = as_timestamp(as_of, "--as-of")
+    except ValueError as e:
+        fail(str(e))
+    try:
+        from pyspark.sql import SparkSession
+
+        owned = SparkSession.getActiveSession() is None  # a caller's session (notebook, tests) is left running
+        spark = submit_or_local_spark(master, "member-ml features")
+    except ImportError as e:
+        fail(str(e))
+    con = Console()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    t0 = time.perf_counter()
+    try:
+        with con.status(f"computing features as of {t.date()} on Spark ({spark.sparkContext.master})…"):
+            sf = spark_features(spark, store, t)
+            sf.frame.write.parquet(str(tmp / "data"))
+        feats = [c for c in sf.frame.columns if c != "member_id"]
+        manifest = {**source_fingerprint(store), "as_of": t.isoformat(), "feature_version": FEATURE_VERSION,
+                    "definitions": definitions_digest(sf.tables), "features": feats,
+                    "categorical_features": [c for c in categorical_features(sf.tables) if c in feats],
+                    "rows": sf.members, "engine": "spark"}
+        replace_dir(tmp / "data", out)
+    except ValueError as e:
+        fail(str(e))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if owned:
+            spark.stop()
+    atomic_write_json(manifest_path(out), manifest)
+    con.print(table("features (spark)", [{"members": sf.members, "features": len(feats), "as_of": t.isoformat(),
+                                          "tables": ", ".join(sorted(sf.tables)),
+                                          "seconds": round(time.perf_counter() - t0, 2)}]))
+    con.print(f"written [bold]{out}[/] (a folder of Parquet part files) and {manifest_path(out).name}")
 
 
 def training_set_command(

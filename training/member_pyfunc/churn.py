@@ -8,6 +8,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from .bgnbd import BgNbd, input_columns
 from .calibration import Calibrator
 from .matrix import MEMBER_ID, FeatureSpec, member_ids, threads_for
 from .reasons import templates_for, top_reasons
@@ -16,17 +17,26 @@ N_REASONS = 3
 OUTPUT_COLUMNS = [MEMBER_ID, "churn_probability"] + [f"reason_{i}" for i in range(1, N_REASONS + 1)]
 
 
+def _horizon(derived: BgNbd | None) -> int | None:
+    return derived.horizon_days if derived is not None else None
+
+
 class ChurnModel(mlflow.pyfunc.PythonModel):
-    """pyfunc: feature frame → member_id, churn_probability, reason_1..3 (params={'reasons': False} skips them)."""
+    """pyfunc: feature frame → member_id, churn_probability, reason_1..3 (params={'reasons': False} skips them).
+
+    With `derived` (fitted BG/NBD parameters) the model adds the BG/NBD columns to the frame itself before scoring,
+    so callers pass the same feature frame as always (`input_columns`).
+    """
 
     _skip_type_hint_validation = True  # predict is called directly (serving validates at its edge): no wrapper
 
     def __init__(self, booster: lgb.Booster | None = None, spec: FeatureSpec | None = None,
-                 calibrator: Calibrator | None = None) -> None:
+                 calibrator: Calibrator | None = None, derived: BgNbd | None = None) -> None:
         self.booster = booster
         self.spec = spec
         self.calibrator = calibrator or Calibrator()
-        self._templates = templates_for(spec.columns) if spec is not None else None
+        self.derived = derived
+        self._templates = templates_for(spec.columns, _horizon(derived)) if spec is not None else None
         self.threads = 1  # LightGBM threads for big batches (0 = all cores; OpenMP stalls on a busy shared machine)
 
     # -- persistence (artifacts are plain files: LightGBM text model + JSON) --
@@ -36,20 +46,33 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         self.booster.save_model(str(folder / "booster.txt"))
         self.spec.save(folder / "spec.json")
         self.calibrator.save(folder / "calibrator.json")
-        return {"booster": str(folder / "booster.txt"), "spec": str(folder / "spec.json"),
+        arts = {"booster": str(folder / "booster.txt"), "spec": str(folder / "spec.json"),
                 "calibrator": str(folder / "calibrator.json")}
+        if self.derived is not None:
+            arts["bgnbd"] = str(self.derived.save(folder / "bgnbd.json"))
+        return arts
 
     def load_context(self, context) -> None:  # noqa: ANN001 (mlflow PythonModelContext)
         a = context.artifacts
         self.booster = lgb.Booster(model_file=a["booster"])
         self.spec = FeatureSpec.load(a["spec"])
         self.calibrator = Calibrator.load(a["calibrator"])
-        self._templates = templates_for(self.spec.columns)
+        self.derived = BgNbd.load(a["bgnbd"]) if "bgnbd" in a else None
+        self._templates = templates_for(self.spec.columns, _horizon(self.derived))
         self.threads = 1
 
     # -- scoring --
+    @property
+    def input_columns(self) -> list[str]:
+        """The feature columns a caller must pass (the spec's, minus derived ones, plus what they are made from)."""
+        return input_columns(self.spec.columns, self.derived)
+
+    def _prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
+        derived = getattr(self, "derived", None)
+        return derived.augment(frame) if derived is not None else frame
+
     def margin(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(self.spec.matrix(frame), raw_score=True,
+        return self.booster.predict(self.spec.matrix(self._prepare(frame)), raw_score=True,
                                     num_threads=threads_for(len(frame), self.threads))
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
@@ -58,6 +81,7 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        frame = self._prepare(frame)
         x = self.spec.matrix(frame)
         threads = threads_for(len(frame), self.threads)
         margin = self.booster.predict(x, raw_score=True, num_threads=threads)

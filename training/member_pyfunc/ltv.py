@@ -13,6 +13,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from .bgnbd import BgNbd, input_columns
 from .matrix import MEMBER_ID, FeatureSpec, member_ids, threads_for
 
 OUTPUT_COLUMNS = [MEMBER_ID, "ltv"]
@@ -20,18 +21,23 @@ KINDS = ("tweedie", "two_part")
 
 
 class LtvModel(mlflow.pyfunc.PythonModel):
-    """pyfunc: feature frame → member_id, ltv (expected paid spend in the horizon, ≥ 0)."""
+    """pyfunc: feature frame → member_id, ltv (expected paid spend in the horizon, ≥ 0).
+
+    With `derived` (fitted BG/NBD parameters) the model adds the BG/NBD columns to the frame itself before scoring.
+    """
 
     _skip_type_hint_validation = True  # predict is called directly (serving validates at its edge): no wrapper
 
     def __init__(self, kind: str = "tweedie", boosters: dict[str, lgb.Booster] | None = None,
-                 spec: FeatureSpec | None = None, horizon_days: int | None = None) -> None:
+                 spec: FeatureSpec | None = None, horizon_days: int | None = None,
+                 derived: BgNbd | None = None) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown LTV model kind {kind!r}; expected one of {KINDS}")
         self.kind = kind
         self.boosters = boosters or {}
         self.spec = spec
         self.horizon_days = horizon_days
+        self.derived = derived
         self.threads = 1  # LightGBM threads for big batches (0 = all cores)
 
     def save_artifacts(self, folder: Path) -> dict[str, str]:
@@ -47,6 +53,8 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         meta.write_text(json.dumps({"kind": self.kind, "horizon_days": self.horizon_days,
                                     "parts": sorted(self.boosters)}), encoding="utf-8")
         arts["meta"] = str(meta)
+        if self.derived is not None:
+            arts["bgnbd"] = str(self.derived.save(folder / "bgnbd.json"))
         return arts
 
     def load_context(self, context) -> None:  # noqa: ANN001
@@ -56,10 +64,20 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         self.horizon_days = meta.get("horizon_days")
         self.boosters = {p: lgb.Booster(model_file=a[f"booster_{p}"]) for p in meta["parts"]}
         self.spec = FeatureSpec.load(a["spec"])
+        self.derived = BgNbd.load(a["bgnbd"]) if "bgnbd" in a else None
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The feature columns a caller must pass (the spec's, minus derived ones, plus what they are made from)."""
+        return input_columns(self.spec.columns, self.derived)
+
+    def _matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        derived = getattr(self, "derived", None)
+        return self.spec.matrix(derived.augment(frame) if derived is not None else frame)
 
     def predict_value(self, frame: pd.DataFrame) -> np.ndarray:
         """Expected spend per row (≥ 0)."""
-        return self._value(self.spec.matrix(frame))
+        return self._value(self._matrix(frame))
 
     def _value(self, x: np.ndarray) -> np.ndarray:
         t = threads_for(len(x), getattr(self, "threads", 1))
@@ -71,4 +89,4 @@ class LtvModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return pd.DataFrame({MEMBER_ID: member_ids(frame), "ltv": self._value(self.spec.matrix(frame))})
+        return pd.DataFrame({MEMBER_ID: member_ids(frame), "ltv": self._value(self._matrix(frame))})

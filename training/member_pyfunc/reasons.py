@@ -12,6 +12,7 @@ a generic phrase built from the column name ("orders in the last 90 days: 0").
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable
 
@@ -49,32 +50,80 @@ class Values:
 Template = Callable[[Values], list[str]]
 
 
+def _is_number(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
 def fmt_num(x: float, decimals: int = 0) -> str:
-    return f"{x:,.{decimals}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "unknown"
+    """`x` with thousands separators and `decimals` decimals; 'unknown' for missing or non-finite values."""
+    return f"{x:,.{decimals}f}" if _is_number(x) and math.isfinite(x) else "unknown"
+
+
+def fmt_value(x: object) -> str:
+    """One value as a member reads it, decided by the value alone (never by the rest of the batch): whole numbers
+    without decimals, other numbers with two, text as is, missing as 'unknown'."""
+    if x is None or x is pd.NA or (_is_number(x) and not math.isfinite(x)):
+        return "unknown"
+    if _is_number(x):
+        return fmt_num(x, 0 if abs(x - round(x)) < 1e-9 else 2)
+    return str(x)
+
+
+def _since_last(d: float, g: float) -> str:
+    """'92 days since last order, usual gap 21 days' (or 'only one order so far' without a gap; or no order)."""
+    if not math.isfinite(d):
+        return "no paid order yet"
+    return f"{fmt_num(d)} days since last order, " + (f"usual gap {fmt_num(g)} days" if math.isfinite(g)
+                                                      else "only one order so far")
 
 
 def _recency(v: Values) -> list[str]:
     days = v[v.first("recency_days", "days_since_last_order")]
     gap_col = v.first("gap_mean_days", "mean_gap_days", "interpurchase_mean_days")
     if gap_col is None:
-        return [f"{fmt_num(d)} days since last order" for d in days]
-    gaps = v[gap_col]
-    return [f"{fmt_num(d)} days since last order, " + (f"usual gap {fmt_num(g)} days" if math.isfinite(g)
-                                                        else "only one order so far")
-            for d, g in zip(days, gaps)]
+        return [f"{fmt_num(d)} days since last order" if math.isfinite(d) else "no paid order yet" for d in days]
+    return [_since_last(d, g) for d, g in zip(days, v[gap_col])]
 
 
 def _recency_ratio(col: str) -> Template:
+    """Without a usual gap (one order so far, or none) the ratio is undefined: say the recency instead."""
+
     def render(v: Values) -> list[str]:
         r = v[col]
         days_col = v.first("recency_days", "days_since_last_order")
         gap_col = v.first("gap_mean_days", "mean_gap_days", "interpurchase_mean_days")
-        if days_col and gap_col:
-            return [f"{fmt_num(x, 1)}× the usual time between orders has passed ({fmt_num(d)} days vs usual "
-                    f"{fmt_num(g)})" for x, d, g in zip(r, v[days_col], v[gap_col])]
-        return [f"{fmt_num(x, 1)}× the usual time between orders has passed" for x in r]
+        nan = np.full(len(v), np.nan)
+        days = v[days_col] if days_col else nan
+        gaps = v[gap_col] if gap_col else nan
+        out = []
+        for x, d, g in zip(r, days, gaps):
+            if not math.isfinite(x):
+                out.append(_since_last(d, g) if days_col else "only one order so far, no usual gap yet")
+            elif days_col and gap_col and math.isfinite(d) and math.isfinite(g):
+                out.append(f"{fmt_num(x, 1)}× the usual time between orders has passed ({fmt_num(d)} days vs usual "
+                           f"{fmt_num(g)})")
+            else:
+                out.append(f"{fmt_num(x, 1)}× the usual time between orders has passed")
+        return out
 
     return render
+
+
+def _expected_orders(horizon_days: int | None) -> Template:
+    """BG/NBD expected orders in the model's horizon: 'about 0.3 orders expected in the next 60 days at …'."""
+    period = f"the next {horizon_days} days" if horizon_days else "the coming period"
+
+    def render(v: Values) -> list[str]:
+        return [f"about {fmt_num(e, 1)} orders expected in {period} at this member's usual pace"
+                if math.isfinite(e) else "no order pattern yet" for e in v["bgnbd_expected_purchases"]]
+
+    return render
+
+
+def _p_alive(v: Values) -> list[str]:
+    """BG/NBD P(alive) from the member's order pattern, as a percentage."""
+    return [f"{fmt_num(p * 100)}% chance of still being an active customer, judging by the order pattern"
+            if math.isfinite(p) else "no order pattern yet" for p in v["bgnbd_p_alive"]]
 
 
 def _trend(col: str, what: str) -> Template:
@@ -113,6 +162,7 @@ LABELS = {
     "days_since_last_event": "days since the last interaction", "marketing_consent": "accepts marketing (1 = yes)",
     "days_to_birthday": "days to birthday", "tier_rank": "loyalty tier (0 = lowest)",
     "points_balance": "points balance", "spend_to_next_tier": "spend still needed for the next tier",
+    "bgnbd_expected_spend": "spend expected in the coming period at this member's pace",
 }
 _DAYS_WINDOW = re.compile(r"^(?P<stem>.+?)_(?P<n>\d+)d$")
 _WORDS = {"n": "number of", "cnt": "count of", "avg": "average", "std": "spread of", "pct": "share of",
@@ -135,18 +185,17 @@ def _generic(column: str) -> Template:
 
     def render(v: Values) -> list[str]:
         x = v[column]
-        if x.dtype == np.float64 and column.endswith(("_share", "_rate")):
-            return [f"{label}: {fmt_num(t * 100)}%" for t in x]
-        if x.dtype == np.float64:
-            whole = bool(np.all(~np.isfinite(x) | (np.abs(x - np.round(x)) < 1e-9)))
-            return [f"{label}: {fmt_num(t, 0 if whole else 2)}" for t in x]
-        return [f"{label}: {'unknown' if t is None or t is pd.NA else t}" for t in x]
+        if column.endswith(("_share", "_rate")):
+            return [f"{label}: {fmt_num(t * 100)}%" if _is_number(t) and math.isfinite(t) else f"{label}: unknown"
+                    for t in x]
+        return [f"{label}: {fmt_value(t)}" for t in x]  # per value: the same member reads the same alone or in a batch
 
     return render
 
 
-def templates_for(columns: list[str]) -> dict[str, Template]:
-    """The template of each column: a specific phrase where one is known, the generic phrase otherwise."""
+def templates_for(columns: list[str], horizon_days: int | None = None) -> dict[str, Template]:
+    """The template of each column: a specific phrase where one is known, the generic phrase otherwise
+    (`horizon_days`: the period of the model's derived expectations, said in their phrases)."""
     out: dict[str, Template] = {}
     for c in columns:
         if c in ("recency_days", "days_since_last_order"):
@@ -157,13 +206,18 @@ def templates_for(columns: list[str]) -> dict[str, Template]:
             out[c] = _trend(c, "spend")
         elif c == "orders_trend":
             out[c] = _trend(c, "orders")
+        elif c == "bgnbd_p_alive":
+            out[c] = _p_alive
+        elif c == "bgnbd_expected_purchases":
+            out[c] = _expected_orders(horizon_days)
         else:
             out[c] = _generic(c)
     return out
 
 
 SPECIFIC = frozenset({"recency_days", "days_since_last_order", "recency_over_gap", "recency_gap_ratio",
-                      "recency_to_mean_gap", "spend_trend", "monetary_trend", "orders_trend"})
+                      "recency_to_mean_gap", "spend_trend", "monetary_trend", "orders_trend", "bgnbd_p_alive",
+                      "bgnbd_expected_purchases"})
 
 
 def top_reasons(contrib: np.ndarray, frame: pd.DataFrame, columns: list[str], k: int = 3,

@@ -21,6 +21,7 @@ won validation).
 from __future__ import annotations
 
 import json
+from itertools import repeat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -36,7 +37,13 @@ HISTORY_REQUIRED: tuple[str, ...] = ("member_id", "item_id", "n_bought", "last_b
 HISTORY_OPTIONAL: dict[str, Any] = {
     "first_bought_at": pd.NaT, "last_seen_at": pd.NaT, "n_view": 0.0, "n_cart": 0.0, "n_favorite": 0.0,
     "spend": np.nan,
+    # time-decayed counts measured at the summary's as_of (NaN when unknown, e.g. the online `recent_items` table):
+    # orders with the item at half-lives of 14 and 56 days, views and carts at a half-life of 1 day
+    "n_bought_hl14": np.nan, "n_bought_hl56": np.nan, "n_view_hl1": np.nan, "n_cart_hl1": np.nan,
 }
+DECAY_COLUMNS: dict[str, tuple[str, float]] = {  # column → (what is counted, half-life in days)
+    "n_bought_hl14": ("buy", 14.0), "n_bought_hl56": ("buy", 56.0), "n_view_hl1": ("view", 1.0),
+    "n_cart_hl1": ("cart", 1.0)}
 OUTPUT_COLUMNS: tuple[str, ...] = ("member_id", "rank", "item_id", "score", "reason")
 
 FEATURES: tuple[str, ...] = (
@@ -45,6 +52,8 @@ FEATURES: tuple[str, ...] = (
     "item_pop_recent", "item_pop_all", "item_trend", "item_repeat", "item_price_ratio",
     "als_score", "knn_score", "cat_affinity",
     "member_n_items", "member_total", "member_days_last", "hist_rate", "member_tenure",
+    "hist_hl14", "hist_hl56", "hist_hl14_share", "hist_view_hl1", "hist_cart_hl1", "item_cycle", "hist_due_item",
+    "als_rank", "knn_rank", "member_hl14",
 )
 SOURCE_HISTORY, SOURCE_KNN, SOURCE_ALS, SOURCE_POP = 0, 1, 2, 3
 
@@ -90,8 +99,16 @@ def summarise_history(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: 
     lines = pd.DataFrame({"m": mc, "i": ic, "o": oc, "at": paid["ordered_at"].to_numpy(),
                           "amount": amount.to_numpy(dtype=float, na_value=np.nan)})
     g = lines.groupby(["m", "i"], sort=False)
+    distinct = lines.drop_duplicates(["m", "i", "o"])
+    t_end = None if as_of is None else np.datetime64(pd.Timestamp(as_of).to_datetime64(), "us")
+    decayed = {}
+    for col, (what, half_life) in DECAY_COLUMNS.items():
+        if what == "buy" and t_end is not None:
+            age = (t_end - distinct["at"].to_numpy(dtype="datetime64[us]")) / np.timedelta64(1, "D")
+            decayed[col] = distinct.assign(w=np.exp2(-age / half_life)).groupby(["m", "i"], sort=False)["w"].sum()
     bought = pd.DataFrame({
-        "n_bought": lines.drop_duplicates(["m", "i", "o"]).groupby(["m", "i"], sort=False).size().astype(float),
+        "n_bought": distinct.groupby(["m", "i"], sort=False).size().astype(float),
+        **decayed,
         "first_bought_at": g["at"].min(),
         "last_bought_at": g["at"].max(),
         "spend": g["amount"].sum(min_count=1),
@@ -111,12 +128,20 @@ def summarise_history(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: 
         counts = counts.reindex(columns=["view", "cart", "favorite"], fill_value=0).astype(float)
         counts.columns = ["n_view", "n_cart", "n_favorite"]
         counts["last_event_at"] = e.groupby(["member_id", "item_id"])["at"].max()
+        if t_end is not None:
+            age = (t_end - e["at"].to_numpy(dtype="datetime64[us]")) / np.timedelta64(1, "D")
+            for col, (what, half_life) in DECAY_COLUMNS.items():
+                if what != "buy":
+                    w = np.where(e["type"].to_numpy(dtype=object) == what, np.exp2(-age / half_life), 0.0)
+                    counts[col] = e.assign(w=w).groupby(["member_id", "item_id"])["w"].sum()
         out = bought.join(counts, how="outer")
     else:
         out = bought.assign(n_view=0.0, n_cart=0.0, n_favorite=0.0, last_event_at=pd.NaT)
     out["n_bought"] = out["n_bought"].fillna(0.0)
     for c in ("n_view", "n_cart", "n_favorite"):
         out[c] = out[c].fillna(0.0)
+    for c in DECAY_COLUMNS:
+        out[c] = out[c].fillna(0.0) if (c in out.columns and t_end is not None) else np.nan
     out["last_seen_at"] = out[["last_bought_at", "last_event_at"]].max(axis=1)
     out = out.drop(columns="last_event_at").reset_index()
     return out[list(HISTORY_REQUIRED) + list(HISTORY_OPTIONAL)]
@@ -133,7 +158,7 @@ def _require(df: pd.DataFrame, cols: tuple[str, ...], what: str) -> None:
 
 _ARRAYS = ("item_ids", "item_category", "categories", "item_price", "item_pop_recent", "item_pop_prev",
            "item_pop_all", "item_repeat", "item_consumable", "item_factors", "item_idf", "nbr_idx", "nbr_sim",
-           "pop_global", "pop_category", "segments", "pop_segment")
+           "pop_global", "pop_category", "segments", "pop_segment", "item_cycle")
 
 
 @dataclass
@@ -157,6 +182,7 @@ class RecsArtifacts:
     pop_category: np.ndarray  # (c, P) int32, -1 padding
     segments: np.ndarray  # (s,) str
     pop_segment: np.ndarray  # (s, P) int32, -1 padding
+    item_cycle: np.ndarray | None = None  # (n,) float32: typical days between a member's purchases, NaN unknown
     params: dict[str, Any] = field(default_factory=dict)
     ranker: str | None = None  # LightGBM model text, or None: the repurchase-first blend
 
@@ -164,7 +190,7 @@ class RecsArtifacts:
         """Write arrays.npz, params.json and (if any) ranker.txt into folder `path`."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        arrays = {k: getattr(self, k) for k in _ARRAYS}
+        arrays = {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
         arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
         np.savez(path / "arrays.npz", **arrays)
         (path / "params.json").write_text(json.dumps(self.params, indent=2, default=str), encoding="utf-8")
@@ -176,7 +202,7 @@ class RecsArtifacts:
     def load(cls, path: str | Path) -> "RecsArtifacts":
         path = Path(path)
         with np.load(path / "arrays.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in _ARRAYS}
+            arrays = {k: z[k] for k in _ARRAYS if k in z.files}
         params = json.loads((path / "params.json").read_text(encoding="utf-8"))
         ranker_path = path / "ranker.txt"
         ranker = ranker_path.read_text(encoding="utf-8") if ranker_path.exists() else None
@@ -190,6 +216,19 @@ class RecsArtifacts:
     @cached_property
     def item_index(self) -> pd.Index:
         return pd.Index(self.item_ids.astype(object), dtype=object)  # object hashtable: fast small lookups
+
+    @cached_property
+    def item_pos(self) -> dict[str, int]:
+        return {x: k for k, x in enumerate(self.item_ids.tolist())}
+
+    @cached_property
+    def blas(self) -> Any:
+        """A threadpoolctl controller (built once: building one scans the loaded libraries), or None."""
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - serving images without threadpoolctl
+            return None
+        return ThreadpoolController()
 
     @cached_property
     def yty(self) -> np.ndarray:
@@ -211,6 +250,10 @@ class RecsArtifacts:
         import lightgbm
 
         return lightgbm.Booster(model_str=self.ranker)
+
+    def __post_init__(self) -> None:
+        if self.item_cycle is None:  # models saved before the item cycle existed
+            self.item_cycle = np.full(len(self.item_ids), np.nan, np.float32)
 
     @property
     def n_items(self) -> int:
@@ -236,6 +279,10 @@ class HistoryBatch:
     n_cart: np.ndarray
     n_favorite: np.ndarray
     spend: np.ndarray
+    hl14: np.ndarray
+    hl56: np.ndarray
+    view_hl1: np.ndarray
+    cart_hl1: np.ndarray
 
     @property
     def b(self) -> int:
@@ -265,6 +312,14 @@ def _age_days(h: pd.DataFrame, name: str, keep: np.ndarray, as_of: np.datetime64
     return (as_of - arr[keep]) / np.timedelta64(1, "D")
 
 
+SMALL_INPUT = 4096  # rows: below this the online path uses dict lookups instead of pandas indexers
+
+
+def _first_seen(values: np.ndarray) -> np.ndarray:
+    """Distinct values in first-appearance order (small arrays)."""
+    return np.array(list(dict.fromkeys(values.tolist())), dtype=object).astype(str)
+
+
 def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) -> HistoryBatch:
     """Validate a history summary and turn it into arrays. A member given only by a row with a null item_id is kept
     (cold start); rows about items the model does not know are ignored. Plain numpy on columns (no per-row work,
@@ -280,18 +335,30 @@ def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) ->
             raise HistoryError(f"history rows need column {c!r}")
     as_of64 = np.datetime64(pd.Timestamp(as_of).to_datetime64(), "us")
     mid = mid.astype(str)
-    members = pd.unique(mid)
+    small = len(mid) <= SMALL_INPUT
+    members = _first_seen(mid) if small else pd.unique(mid)
     seg = np.full(len(members), -1, dtype=np.int32)
     if "segment" in h.columns and len(art.segments):
         sv = h["segment"].to_numpy(dtype=object)
         first = np.unique(mid, return_index=True)[1]
         s = pd.Index(art.segments).get_indexer(pd.Series(sv[first]).fillna("").astype(str))
         seg = pd.Series(s, index=mid[first]).reindex(members).to_numpy(np.int32)
-    mpos = np.arange(len(members)) if len(members) == len(mid) and (members == mid).all() else \
-        pd.Index(members, dtype=object).get_indexer(mid)
+    if len(members) == 1:
+        mpos = np.zeros(len(mid), np.int64)
+    elif len(members) == len(mid) and (members == mid).all():
+        mpos = np.arange(len(members))
+    elif small:
+        where = {m: k for k, m in enumerate(members)}
+        mpos = np.fromiter((where[m] for m in mid), np.int64, len(mid))
+    else:
+        mpos = pd.Index(members, dtype=object).get_indexer(mid)
     if "item_id" in h.columns:
         items = h["item_id"].to_numpy(dtype=object)
-        ipos = art.item_index.get_indexer(np.where(pd.isna(items), "\x00", items).astype(str).astype(object))
+        if small:  # a dict lookup per row beats building a pandas indexer for a handful of rows
+            pos = art.item_pos
+            ipos = np.fromiter(map(pos.get, items.tolist(), repeat(-1, len(items))), np.int64, len(items))
+        else:
+            ipos = art.item_index.get_indexer(np.where(pd.isna(items), "\x00", items).astype(str).astype(object))
     else:
         ipos = np.full(len(h), -1)
     keep = ipos >= 0
@@ -308,6 +375,8 @@ def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) ->
         "days_seen": np.where(np.isnan(days_seen), days_last, days_seen),
         "n_view": _num(h, "n_view", keep, 0.0), "n_cart": _num(h, "n_cart", keep, 0.0),
         "n_favorite": _num(h, "n_favorite", keep, 0.0), "spend": _num(h, "spend", keep, np.nan),
+        "hl14": _num(h, "n_bought_hl14", keep, np.nan), "hl56": _num(h, "n_bought_hl56", keep, np.nan),
+        "view_hl1": _num(h, "n_view_hl1", keep, np.nan), "cart_hl1": _num(h, "n_cart_hl1", keep, np.nan),
     }
     key = arrays["m"] * art.n_items + arrays["i"]
     order = np.argsort(key, kind="stable")
@@ -350,16 +419,40 @@ def fold_in(art: RecsArtifacts, hb: HistoryBatch) -> np.ndarray:
     m, i, c = hb.m[pos], hb.i[pos], c[pos]
     if len(m) == 0:
         return out.astype(np.float32)
-    y = art.item_factors[i].astype(np.float64)
-    base = art.yty + p["als_reg"] * np.eye(f)
+    return _solve_batched(art, m, i, c, out).astype(np.float32)
+
+
+def _solve_batched(art: RecsArtifacts, m: np.ndarray, i: np.ndarray, c: np.ndarray, out: np.ndarray,
+                   budget: int = 1 << 21) -> np.ndarray:
+    """All members' normal equations as stacked matrices, solved by LAPACK in one call per chunk (no Python loop
+    per member). Members are grouped by history length so the padded (members, length, factors) blocks stay dense;
+    rows of `m` must be sorted by member."""
+    f = art.item_factors.shape[1]
+    base = art.yty + art.p["als_reg"] * np.eye(f)
     starts = np.r_[0, np.flatnonzero(np.diff(m)) + 1]
-    ends = np.r_[starts[1:], len(m)]
-    # one small solve per member (the same arithmetic whether the batch holds one member or thousands)
-    for s0, e0 in zip(starts, ends):
-        ym, cm = y[s0:e0], c[s0:e0]
-        a = base + (ym.T * (cm - 1.0)) @ ym
-        out[m[s0]] = np.linalg.solve(a, ym.T @ cm)
-    return out.astype(np.float32)
+    lengths = np.diff(np.r_[starts, len(m)])
+    by_len = np.argsort(lengths, kind="stable")
+    sorted_len = lengths[by_len]
+    k = 0
+    while k < len(by_len):  # one pass per chunk, not per member
+        # as many members as fit the budget at the length of the longest (last) one in the chunk
+        cost = (np.arange(1, len(by_len) - k + 1) * sorted_len[k:]) * f
+        stop = k + max(int(np.searchsorted(cost, budget, side="right")), 1)
+        grp = by_len[k:stop]
+        k = stop
+        ln = lengths[grp]
+        width = int(ln.max())
+        rows = np.repeat(starts[grp], ln) + (np.arange(ln.sum()) - np.repeat(np.cumsum(ln) - ln, ln))
+        slot = np.repeat(np.arange(len(grp)), ln)
+        col = rows - np.repeat(starts[grp], ln)
+        y = np.zeros((len(grp), width, f))
+        w = np.zeros((len(grp), width))
+        y[slot, col] = art.item_factors[i[rows]]
+        w[slot, col] = c[rows]
+        a = base + np.matmul(y.transpose(0, 2, 1) * (w - 1.0)[:, None, :], y)
+        rhs = np.einsum("blf,bl->bf", y, w)
+        out[m[starts[grp]]] = np.linalg.solve(a, rhs[..., None])[..., 0]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -523,6 +616,15 @@ def _features(art: RecsArtifacts, hb: HistoryBatch, u: np.ndarray, rep: np.ndarr
     aff = np.where(ccat >= 0, cat_counts[cm * n_cat + np.maximum(ccat, 0)] / np.maximum(m_total[cm], 1.0), np.nan)
     als = np.einsum("ij,ij->i", u[cm], art.item_factors[ci])
     knn = _lookup(knn_key, knn_score, ck, 0.0)
+    o_a, r_a = group_rank(cm, als)
+    als_rank = np.empty(len(ck))
+    als_rank[o_a] = r_a
+    o_k, r_k = group_rank(cm, knn)
+    knn_rank = np.empty(len(ck))
+    knn_rank[o_k] = np.where(knn[o_k] > 0, r_k, np.nan)
+    hl14 = hget(hb.hl14, np.nan)
+    m_hl14 = np.bincount(hb.m, weights=np.nan_to_num(hb.hl14), minlength=b)
+    cycle = art.item_cycle[ci].astype(float)
     pop_r, pop_p = art.item_pop_recent[ci], art.item_pop_prev[ci]
     cols = {
         "hist_n_bought": nb,
@@ -549,6 +651,16 @@ def _features(art: RecsArtifacts, hb: HistoryBatch, u: np.ndarray, rep: np.ndarr
         "member_days_last": m_days_last[cm],
         "hist_rate": np.where(nb > 0, 28.0 * nb / np.maximum(np.nan_to_num(days_first, nan=0.0), 28.0), 0.0),
         "member_tenure": m_tenure[cm],
+        "hist_hl14": hl14,
+        "hist_hl56": hget(hb.hl56, np.nan),
+        "hist_hl14_share": hl14 / np.maximum(m_hl14[cm], 1e-3),
+        "hist_view_hl1": hget(hb.view_hl1, np.nan),
+        "hist_cart_hl1": hget(hb.cart_hl1, np.nan),
+        "item_cycle": cycle,
+        "hist_due_item": days_last / cycle,
+        "als_rank": als_rank,
+        "knn_rank": knn_rank,
+        "member_hl14": np.log1p(m_hl14[cm]),
     }
     return np.column_stack([cols[f] for f in FEATURES]).astype(np.float32)
 
@@ -582,22 +694,19 @@ def recommend(art: RecsArtifacts, history: pd.DataFrame, *, as_of: object | None
     """
     as_of = pd.Timestamp.now() if as_of is None else pd.Timestamp(as_of)
     hb = prepare_history(history, art, as_of)
-    with _single_thread_blas(hb.b > 16):
+    with _single_thread_blas(art):
         cand = build_candidates(art, hb)
     return top_items(art, hb, cand, score_candidates(art, cand), top_n=top_n, apply_rules=apply_rules)
 
 
-def _single_thread_blas(active: bool) -> Any:
-    """Many tiny solves go faster on one BLAS thread (and do not fight other processes); optional dependency."""
+def _single_thread_blas(art: RecsArtifacts) -> Any:
+    """One BLAS thread: a one-member matrix-vector product is 5× slower when BLAS wakes its thread pool, and batch
+    scoring already runs one process per core (so threads would only fight). Optional dependency."""
     import contextlib
 
-    if not active:
+    if art.blas is None:
         return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - serving images without threadpoolctl
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+    return art.blas.limit(limits=1, user_api="blas")
 
 
 def top_items(art: RecsArtifacts, hb: HistoryBatch, cand: Candidates, score: np.ndarray, *,

@@ -109,6 +109,19 @@ def _neighbours(sim: sp.spmatrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, val
 
 
+def item_cycles(hist: pd.DataFrame, item_index: pd.Index, min_repeaters: int = 2) -> np.ndarray:
+    """Per item, the median over its repeat buyers of their mean days between purchases (NaN: too few repeaters).
+
+    Lets the ranker ask "is this member due for this item?" even after a single purchase."""
+    h = hist[hist["n_bought"] >= 2]
+    days = (h["last_bought_at"] - h["first_bought_at"]).dt.total_seconds().to_numpy(float) / 86400.0
+    gap = pd.Series(days / (h["n_bought"].to_numpy(float) - 1.0), index=h["item_id"].astype(str).to_numpy())
+    gap = gap[np.isfinite(gap.to_numpy()) & (gap.to_numpy() > 0)]
+    g = gap.groupby(level=0)
+    med = g.median()[g.size() >= min_repeaters]
+    return med.reindex(item_index).to_numpy(np.float32)
+
+
 def fit_candidates(tables: dict[str, pd.DataFrame | None], cutoff: object, config: CandidateConfig | None = None,
                    rules: RulesConfig | None = None, history: pd.DataFrame | None = None) -> FittedCandidates:
     """Fit every candidate generator on the rows strictly before `cutoff`.
@@ -171,6 +184,7 @@ def fit_candidates(tables: dict[str, pd.DataFrame | None], cutoff: object, confi
     repeaters = np.bincount(i, weights=(nb >= 2).astype(float), minlength=n_i)
     prior = repeaters.sum() / max(buyers.sum(), 1.0)
     item_repeat = ((repeaters + 5.0 * prior) / (buyers + 5.0)).astype(np.float32)
+    item_cycle = item_cycles(hist, item_index)
     if "amount" in lines.columns and lines["amount"].notna().any():
         price = lines.groupby("item_id")["amount"].median().reindex(item_index).to_numpy(np.float32)
     else:
@@ -222,6 +236,7 @@ def fit_candidates(tables: dict[str, pd.DataFrame | None], cutoff: object, confi
         item_price=price, item_pop_recent=pop_recent, item_pop_prev=pop_prev, item_pop_all=pop_all,
         item_repeat=item_repeat, item_consumable=consumable, item_factors=item_factors, item_idf=idf,
         nbr_idx=nbr_idx, nbr_sim=nbr_sim, pop_global=pop_global.astype(np.int32),
-        pop_category=pop_category, segments=segments.astype(str), pop_segment=pop_segment, params=p)
+        pop_category=pop_category, segments=segments.astype(str), pop_segment=pop_segment, item_cycle=item_cycle,
+        params=p)
     return FittedCandidates(art=art, history=hist, member_ids=member_ids.astype(str), user_items=user_items,
                             als=als, knn=knn, cutoff=t)

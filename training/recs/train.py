@@ -1,7 +1,8 @@
 """Recommendation trainer: backtest on time splits, ALS tuning, ranker-vs-blend decision, MLflow run and registry.
 
 Splits for a test cutoff T and horizon H (days): validation cutoff V = T − H, ranker training cutoffs V − H,
-V − 2H, … (each with its label window ending before the next split's features matter). Candidate generators are
+V − H − S, V − H − 2S, … with step S (`split_step_days`, default H; every training label window ends by V, so no
+validation label is trained on). Candidate generators are
 refitted at every cutoff on the rows strictly before it. The ALS hyperparameters are chosen on V (nested MLflow
 runs when tracking); the LightGBM ranker is kept only if it beats the repurchase-first blend on V. The final model
 is fitted before T and tested on [T, T+H) against every baseline (same members: those who buy in the window).
@@ -39,10 +40,16 @@ class RecsConfig(BaseModel):
 
     horizon_days: int = Field(28, ge=1)
     n_train_splits: int = Field(2, ge=1, description="ranker training cutoffs before the validation cutoff")
+    split_step_days: int | None = Field(
+        None, ge=1, description="days between ranker training cutoffs (default: the horizon); the latest training "
+                                "label window still ends at the validation cutoff, so nothing leaks into validation")
     candidates: CandidateConfig = Field(default_factory=CandidateConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     use_ranker: bool = Field(True, description="try the LightGBM ranker (kept only if it wins on validation)")
+    ranker_grid: list[dict[str, Any]] = Field(
+        default_factory=list, description="ranker settings tried besides `ranker`; the best on the validation split "
+                                          "(early-stopped there, never on the test window) is kept")
     als_grid: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"factors": 64, "regularization": 0.05}, {"factors": 128, "regularization": 0.1}],
         description="ALS settings tried on the validation split (empty: keep `candidates`)")
@@ -95,7 +102,9 @@ def default_cutoff(tables: Mapping[str, pd.DataFrame | None], horizon_days: int)
 def _check_split(tables: Mapping[str, pd.DataFrame | None], cutoff: pd.Timestamp, cfg: RecsConfig) -> list[pd.Timestamp]:
     h = pd.Timedelta(days=cfg.horizon_days)
     first = pd.Timestamp(tables["orders"]["ordered_at"].min())
-    cuts = [cutoff - k * h for k in range(cfg.n_train_splits + 1, 0, -1)]  # train…, validation
+    step = pd.Timedelta(days=cfg.split_step_days or cfg.horizon_days)
+    val = cutoff - h
+    cuts = [val - h - k * step for k in range(cfg.n_train_splits - 1, -1, -1)] + [val]  # train…, validation
     if cuts[0] <= first:
         raise ValueError(f"cutoff {cutoff.date()} leaves no history before the earliest training cutoff "
                          f"{cuts[0].date()} (data starts {first.date()}): use a later cutoff, a shorter horizon "
@@ -196,13 +205,24 @@ def run_backtest(tables: Mapping[str, pd.DataFrame | None], *, cutoff: Any, cfg:
     notes = []
     if cfg.use_ranker:
         _step(progress, "LightGBM lambdarank on the training splits")
-        booster, info = train_ranker([frames[c][1] for c in train_cuts], f_v, cfg.ranker)
-        val["ranker"] = _ndcg(_frame_recs(fc_v, f_v, booster.predict(f_v.cand.X, num_threads=cfg.ranker.num_threads)),
-                              f_v.truth)
+        tried = []
+        for grid in [{}, *cfg.ranker_grid]:
+            rcfg = cfg.ranker.model_copy(update=grid)
+            booster, rinfo = train_ranker([frames[c][1] for c in train_cuts], f_v, rcfg)
+            score = _ndcg(_frame_recs(fc_v, f_v, booster.predict(f_v.cand.X, num_threads=rcfg.num_threads)),
+                          f_v.truth)
+            tried.append({**grid, "val_ndcg_at_10": round(score, 4), "best_iteration": rinfo["best_iteration"]})
+            if "ranker" not in val or score > val["ranker"]:
+                val["ranker"], info, ranker_cfg = score, rinfo, rcfg
+        info["grid"] = tried
+        if len(tried) > 1:
+            notes.append("ranker settings on validation: " + "; ".join(
+                f"{ {k: v for k, v in t.items() if k not in ('val_ndcg_at_10', 'best_iteration')} or 'default'} "
+                f"{t['val_ndcg_at_10']:.4f}" for t in tried))
         info["kept"] = val["ranker"] > val["blend"]
         if info["kept"]:
             rounds = max(int(info["best_iteration"] * 1.1), 10)
-            final_booster, _ = train_ranker([frames[c][1] for c in cuts], None, cfg.ranker, num_boost_round=rounds)
+            final_booster, _ = train_ranker([frames[c][1] for c in cuts], None, ranker_cfg, num_boost_round=rounds)
             ranker_text = final_booster.model_to_string()
         notes.append(f"validation NDCG@10 at {val_cut.date()}: ranker {val['ranker']:.4f} vs repurchase-first blend "
                      f"{val['blend']:.4f}: {'ranker kept' if info['kept'] else 'blend kept'}")
