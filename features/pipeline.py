@@ -191,7 +191,8 @@ def compute_features_and_loyalty(source: TableSource, as_of: object, *, engine: 
 
 def compute_recent_items(source: TableSource, as_of: object, *, days: int = RECENT_ITEMS_DAYS,
                          engine: str | Engine = "duckdb", members: Sequence[str] | None = None) -> pd.DataFrame:
-    """(member_id, item_id, category, n_bought, last_bought_at): paid lines in [as_of − days, as_of)."""
+    """Per member and item over paid lines in [as_of − days, as_of): category, orders holding the item (n_bought),
+    last_bought_at and the time-decayed order counts the recommender ranks with (n_bought_hl14, n_bought_hl56)."""
     t = as_timestamp(as_of, "as_of")
     eng, tables, owned = open_engine(source, engine, member_ids=members)
     try:

@@ -69,3 +69,18 @@ def test_cli_errors_are_clear(tmp_path) -> None:
     r = runner.invoke(app, ["features", "--store", str(tmp_path / "nope"), "--as-of", AS_OF, "--out",
                             str(tmp_path / "f.parquet")])
     assert r.exit_code == 2 and "does not exist" in " ".join(r.output.split())
+
+
+def test_recent_items_match_the_recommenders_history_summary(store) -> None:
+    """Serving feeds the ranker `recent_items` rows; training summarises raw orders: the shared columns agree."""
+    from training.member_pyfunc.recs import summarise_history
+
+    items = compute_recent_items(store, AS_OF, days=100_000).set_index(["member_id", "item_id"]).sort_index()
+    orders = pd.read_parquet(store.path / "orders.parquet")
+    assert (orders["status"] != "paid").any()  # refunded/cancelled lines are netted out on both sides
+    summary = summarise_history(orders, None, AS_OF)
+    summary = summary[summary["n_bought"] > 0].set_index(["member_id", "item_id"]).sort_index()
+    assert len(items) > 50 and items.index.equals(summary.index)
+    for c in ("n_bought", "n_bought_hl14", "n_bought_hl56"):
+        assert items[c].astype(float).to_numpy() == pytest.approx(summary[c].to_numpy(dtype=float), rel=1e-9), c
+    assert (items["last_bought_at"].to_numpy() == summary["last_bought_at"].to_numpy()).all()
