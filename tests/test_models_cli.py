@@ -10,15 +10,9 @@ from typer.testing import CliRunner
 
 from member_ml.cli import app
 
-from tests.fixtures_models import (FAST_CHURN_YAML, FAST_LTV_YAML, initialised_mlflow_db, make_model_store,
-                                   use_template_db)
+from tests.fixtures_models import FAST_CHURN_YAML, FAST_LTV_YAML, make_model_store
 
 runner = CliRunner()
-
-
-@pytest.fixture()
-def models_tracking(tracking_uri: str) -> str:
-    return use_template_db(initialised_mlflow_db(), tracking_uri)
 
 
 def invoke(*args: str) -> str:
@@ -27,7 +21,7 @@ def invoke(*args: str) -> str:
     return " ".join(res.output.split())  # rich wraps long lines to the terminal width
 
 
-def test_train_evaluate_promote_rollback(models_tracking, tmp_path):
+def test_train_evaluate_promote_rollback(tracking_uri, tmp_path):
     store = make_model_store(tmp_path / "store", n_members=200)
     cfg = tmp_path / "churn.yaml"
     cfg.write_text(FAST_CHURN_YAML)
@@ -83,7 +77,7 @@ def fails(*args: str) -> str:
     return " ".join(res.output.split())
 
 
-def test_cli_errors_are_clear(models_tracking, tmp_path):
+def test_cli_errors_are_clear(tracking_uri, tmp_path):
     assert "unknown model 'timing-x'" in fails("train", "timing-x", "--store", str(tmp_path))
     assert "does not exist" in fails("evaluate", "churn", "--store", str(tmp_path / "nope"), "--cutoff", "2024-01-01")
     store = make_model_store(tmp_path / "store", n_members=40)

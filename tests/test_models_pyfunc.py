@@ -18,7 +18,6 @@ from training.member_pyfunc.matrix import SMALL, FeatureSpec
 from training.member_pyfunc.reasons import humanize, templates_for, top_reasons
 from training.model_logging import log_pyfunc_model
 
-from tests.fixtures_models import initialised_mlflow_db, use_template_db
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,12 +42,6 @@ def member_frame(n: int, seed: int, signal: float = 1.0, cutoff: str = "2024-01-
 
 
 FAST = dict(horizon_days=60, num_boost_round=40, early_stopping_rounds=10, n_boot=50)
-
-
-@pytest.fixture()
-def models_tracking(tracking_uri: str) -> str:
-    """The `tracking_uri` fixture's private store, pre-initialised from a template (saves the slow migrations)."""
-    return use_template_db(initialised_mlflow_db(), tracking_uri)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +112,7 @@ def test_ltv_is_never_negative(kind):
     assert np.isfinite(v).all() and (v >= 0).all() and v.max() > 0
 
 
-def test_pyfunc_round_trip_through_registry_without_training(models_tracking, churn_model, tmp_path):
+def test_pyfunc_round_trip_through_registry_without_training(tracking_uri, churn_model, tmp_path):
     tracking.configure(Settings())
     test = member_frame(200, 9)
     cols = ["member_id", *churn_model.spec.columns]

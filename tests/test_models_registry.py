@@ -11,13 +11,7 @@ from member_ml.settings import Settings
 from training import churn, registry, tracking
 from training.model_logging import log_pyfunc_model
 
-from tests.fixtures_models import initialised_mlflow_db, use_template_db
 from tests.test_models_pyfunc import FAST, member_frame
-
-
-@pytest.fixture()
-def models_tracking(tracking_uri: str) -> str:
-    return use_template_db(initialised_mlflow_db(), tracking_uri)
 
 
 def register(model, backtest: dict, tmp: Path) -> str:
@@ -34,7 +28,7 @@ def register(model, backtest: dict, tmp: Path) -> str:
     return v
 
 
-def test_gate_promote_refuse_rescore_and_rollback(models_tracking, tmp_path):
+def test_gate_promote_refuse_rescore_and_rollback(tracking_uri, tmp_path):
     tracking.configure(Settings())
     valid = member_frame(500, 11)
     good, _ = churn.fit(member_frame(1500, 12), valid, churn.ChurnConfig(**FAST))
