@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
@@ -230,9 +231,11 @@ class SparkEngine:
             present.append(table)
         return frozenset(present)
 
-    def run(self, plan: Plan) -> pd.DataFrame:
-        # As in DuckDB, steps not marked `view` are computed once (cached) since several later steps read them;
-        # without this Spark recomputes e.g. the per-order relation for every consumer.
+    @contextmanager
+    def _final(self, plan: Plan) -> Iterator[Any]:
+        """The plan's final query as a Spark DataFrame, valid inside the block (its steps' views and caches live as
+        long as the block). As in DuckDB, steps not marked `view` are computed once (cached) since several later
+        steps read them; without this Spark recomputes e.g. the per-order relation for every consumer."""
         cached = []
         for step in plan.steps:
             sdf = self.spark.sql(to_dialect(step.sql, "spark"))
@@ -241,12 +244,16 @@ class SparkEngine:
                 cached.append(sdf)
             sdf.createOrReplaceTempView(step.name)
         try:
-            return self.spark.sql(to_dialect(plan.final, "spark")).toPandas()
+            yield self.spark.sql(to_dialect(plan.final, "spark"))
         finally:
             for sdf in cached:
                 sdf.unpersist()
             for step in plan.steps:
                 self.spark.catalog.dropTempView(step.name)
+
+    def run(self, plan: Plan) -> pd.DataFrame:
+        with self._final(plan) as sdf:
+            return sdf.toPandas()
 
     def dataframe(self, plan: Plan) -> Any:
         """The plan's result as a Spark DataFrame, not collected (batch scoring on Spark keeps working on it).
@@ -254,20 +261,8 @@ class SparkEngine:
         The result is materialized once (`localCheckpoint`, on the executors), so the steps' caches and views can be
         released at once and later stages do not recompute the plan.
         """
-        cached = []
-        for step in plan.steps:
-            sdf = self.spark.sql(to_dialect(step.sql, "spark"))
-            if not step.view:
-                sdf = sdf.cache()
-                cached.append(sdf)
-            sdf.createOrReplaceTempView(step.name)
-        try:
-            return self.spark.sql(to_dialect(plan.final, "spark")).localCheckpoint(eager=True)
-        finally:
-            for sdf in cached:
-                sdf.unpersist()
-            for step in plan.steps:
-                self.spark.catalog.dropTempView(step.name)
+        with self._final(plan) as sdf:
+            return sdf.localCheckpoint(eager=True)
 
     def close(self) -> None:
         pass
