@@ -205,18 +205,14 @@ def _empty_orders(path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------- one chunk
 
-def activity(store: Store, as_of: pd.Timestamp, window_days: int = 365) -> pd.DataFrame:
-    """Per member: the hour of day they are most active (orders and events in the last `window_days`), how many
-    timestamped actions that is from, and whether they ever completed their profile (a profile_completed event)."""
-    import duckdb
-
+def activity_sql(orders: str, events: str | None, as_of: pd.Timestamp, window_days: int = 365) -> str:
+    """The DuckDB SQL behind `activity()`, over the table references `orders` and `events` (None: no events table),
+    so that batch scoring on Spark runs the same query (transpiled by sqlglot) instead of a second copy."""
     lit = f"TIMESTAMP '{as_of.isoformat(sep=' ')}'"
     since = f"{lit} - INTERVAL {int(window_days)} DAY"
-    parts = [f"SELECT member_id, ordered_at AS t FROM read_parquet('{_sql_path(store.table_path('orders'))}') "
-             f"WHERE ordered_at < {lit} AND ordered_at >= {since}"]
-    ev = f"read_parquet('{_sql_path(store.table_path('events'))}')" if store.has("events") else None
-    if ev is not None:
-        parts.append(f"SELECT member_id, occurred_at AS t FROM {ev} "
+    parts = [f"SELECT member_id, ordered_at AS t FROM {orders} WHERE ordered_at < {lit} AND ordered_at >= {since}"]
+    if events is not None:
+        parts.append(f"SELECT member_id, occurred_at AS t FROM {events} "
                      f"WHERE occurred_at < {lit} AND occurred_at >= {since}")
     sql = f"""
         WITH acts AS ({' UNION ALL '.join(parts)}),
@@ -225,13 +221,23 @@ def activity(store: Store, as_of: pd.Timestamp, window_days: int = 365) -> pd.Da
         SELECT member_id, CAST(arg_max(h, n * 24 + (23 - h)) AS DOUBLE) AS active_hour,
                CAST(SUM(n) AS DOUBLE) AS active_actions
         FROM hours GROUP BY member_id"""
-    if ev is not None:  # one pass: the hours and whether the profile was ever completed
+    if events is not None:  # one pass: the hours and whether the profile was ever completed
         sql = f"""
             WITH act AS ({sql}),
-            prof AS (SELECT DISTINCT member_id FROM {ev} WHERE type = 'profile_completed' AND occurred_at < {lit})
+            prof AS (SELECT DISTINCT member_id FROM {events} WHERE type = 'profile_completed' AND occurred_at < {lit})
             SELECT COALESCE(act.member_id, prof.member_id) AS member_id, act.active_hour,
                    COALESCE(act.active_actions, 0.0) AS active_actions, prof.member_id IS NOT NULL AS profile_completed
             FROM act FULL OUTER JOIN prof ON act.member_id = prof.member_id"""
+    return sql
+
+
+def activity(store: Store, as_of: pd.Timestamp, window_days: int = 365) -> pd.DataFrame:
+    """Per member: the hour of day they are most active (orders and events in the last `window_days`), how many
+    timestamped actions that is from, and whether they ever completed their profile (a profile_completed event)."""
+    import duckdb
+
+    ev = f"read_parquet('{_sql_path(store.table_path('events'))}')" if store.has("events") else None
+    sql = activity_sql(f"read_parquet('{_sql_path(store.table_path('orders'))}')", ev, as_of, window_days)
     con = duckdb.connect()
     try:
         con.execute("SET threads = 1")

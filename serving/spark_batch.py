@@ -22,8 +22,13 @@
 Models run in the executors' Python workers: the recs and timing models are shipped with MLflow's own
 `SparkModelCache` (the mechanism `spark_udf` uses: the model folder zipped and added to the Spark context, loaded
 once per worker process). The scores are those of `score_store` on the same store (tests/test_spark_batch.py) except
-for the columns this engine does not produce yet (`MISSING_COLUMNS`: activity hours, profile status and the
-replenishment reminders, which the local batch derives per chunk).
+for the columns this engine does not produce yet (`MISSING_COLUMNS`: the replenishment reminders, which the local
+batch derives per chunk).
+
+The activity columns (`active_hour`, `active_actions`, `profile_completed`) come from the local batch's own query,
+`serving.batch.activity_sql`, transpiled by sqlglot and run over the engine's conformed `orders`/`events` views, then
+left-joined onto the scores with the local batch's fill rules (no recent action: 0 actions, no hour; no
+profile_completed event: False, or unknown when the store has no events table).
 """
 from __future__ import annotations
 
@@ -45,8 +50,7 @@ from serving.models import ModelSet
 
 SCORES_DIR = "scores"
 #: score columns of the local batch that the Spark engine does not produce (yet)
-MISSING_COLUMNS = ("active_hour", "active_actions", "profile_completed", "next_due_category", "next_due_at",
-                   "days_until_due", "due_cycle_days")
+MISSING_COLUMNS = ("next_due_category", "next_due_at", "days_until_due", "due_cycle_days")
 
 
 class _Replay:
@@ -205,6 +209,7 @@ def spark_score_store(spark: Any, store: Store, as_of: object, out: Path, models
             for c, typ in (("rec_items", "array<string>"), ("rec_scores", "array<double>"),
                            ("rec_reasons", "array<string>")):
                 scores = scores.withColumn(c, F.coalesce(F.col(c), F.expr(f"CAST(array() AS {typ})")))
+        scores = _with_activity(spark, scores, sf.tables, t)
         seconds["models"] = time.perf_counter() - t1  # lazy until written: the write below runs the models
 
         t2 = time.perf_counter()
@@ -310,6 +315,26 @@ def _composer(t: pd.Timestamp, top_reasons: int, timing_archive: str | None, cat
             yield out[out_cols]
 
     return compose
+
+
+def _with_activity(spark: Any, scores: Any, tables: frozenset[str], t: pd.Timestamp) -> Any:
+    """`scores` with the activity columns of the local batch: `serving.batch.activity_sql` (the one definition)
+    transpiled to Spark over the conformed `orders`/`events` views the feature engine registered, left-joined by
+    member with the local batch's fill rules (`score_chunk`)."""
+    import pyspark.sql.functions as F
+
+    from features.engine import to_dialect
+    from serving.batch import activity_sql
+
+    has_events = "events" in tables
+    act = spark.sql(to_dialect(activity_sql("orders", "events" if has_events else None, t), "spark"))
+    scores = scores.join(act.select(MEMBER_ID, "active_hour", "active_actions",
+                                    *(["profile_completed"] if has_events else [])), MEMBER_ID, "left")
+    scores = scores.withColumn("active_hour", F.col("active_hour").cast("double"))
+    scores = scores.withColumn("active_actions", F.coalesce(F.col("active_actions").cast("double"), F.lit(0.0)))
+    # absent from `act`: no profile_completed event, a known "no"; without an events table, unknown (as locally)
+    return scores.withColumn("profile_completed", F.coalesce(F.col("profile_completed"), F.lit(False))
+                             if has_events else F.lit(None).cast("boolean"))
 
 
 def _unprefix(pdf: pd.DataFrame, prefix: str) -> pd.DataFrame:

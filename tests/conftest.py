@@ -34,3 +34,18 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = use_template_db(initialised_mlflow_db(), f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """A local Spark session (2 cores, 2 shuffle partitions) for the `spark`-marked tests; skips without pyspark/Java."""
+    import shutil
+
+    pytest.importorskip("pyspark", reason="pyspark not installed: pip install 'member-ml[spark]'")
+    if shutil.which("java") is None:
+        pytest.skip("no Java on PATH: Spark needs Java 17+")
+    from features.spark_engine import local_spark
+
+    session = local_spark(cores=2, shuffle_partitions=2, fast_start=True)
+    yield session
+    session.stop()

@@ -5,7 +5,6 @@ Skipped with a clear reason where pyspark or Java is missing; CI installs `.[dev
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,6 @@ pytestmark = pytest.mark.spark
 
 AS_OF = "2025-07-01"
 CUTOFF = "2024-12-01"
-
-
-@pytest.fixture(scope="module")
-def spark():
-    pytest.importorskip("pyspark", reason="pyspark not installed: pip install 'member-ml[spark]'")
-    if shutil.which("java") is None:
-        pytest.skip("no Java on PATH: Spark needs Java 17+")
-    from features.spark_engine import local_spark
-
-    session = local_spark(cores=2, shuffle_partitions=2, fast_start=True)
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Batch scoring and training sets on Spark (issue 9), local mode: the champion models score a Spark DataFrame of
 features (spark_udf for churn/LTV; grouped pandas for recommendations, loyalty and the composition through
-serving.compose) and give exactly the local `score_store` output on the same trained store; the Spark run goes through
+serving.compose; the activity columns from serving.batch.activity_sql transpiled to Spark) and give exactly the local
+`score_store` output on the same trained store; the Spark run goes through
 `member-ml score --engine spark`. Also: `member-ml features --engine spark` and a stacked training set built on Spark
 equal DuckDB's, a failed run leaves the previous output alone, and `campaign build` reads the Spark scores.
 
@@ -10,7 +11,6 @@ partitions) for the module. Skipped with a clear reason where pyspark or Java is
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,18 +26,6 @@ from tests.test_spark import assert_frames_equal
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(900)]
 
 LISTS = ("churn_reasons", "rec_items", "rec_reasons")
-
-
-@pytest.fixture(scope="module")
-def spark():
-    pytest.importorskip("pyspark", reason="pyspark not installed: pip install 'member-ml[spark]'")
-    if shutil.which("java") is None:
-        pytest.skip("no Java on PATH: Spark needs Java 17+")
-    from features.spark_engine import local_spark
-
-    session = local_spark(cores=2, shuffle_partitions=2, fast_start=True)
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +85,11 @@ def test_spark_scores_equal_local_batch(scored: dict) -> None:
     assert sp["churn_probability"].nunique() > 50 and sp["ltv"].nunique() > 50 and sp["p_30"].nunique() > 50
     assert (sp["rec_items"].map(len) == 10).all() and sp["tier"].nunique() > 1
     assert sp["next_purchase_date"].notna().all()
+    # the activity columns (serving.batch.activity_sql transpiled to Spark) were compared above, and are real
+    assert {"active_hour", "active_actions", "profile_completed"} <= set(sp.columns)
+    assert sp["active_hour"].nunique() > 3 and (sp["active_actions"] > 0).sum() > 100
+    assert sp["profile_completed"].astype("boolean").notna().all()
+    assert 0 < sp["profile_completed"].astype(bool).sum() < len(sp)
 
 
 def test_parity_comparison_catches_a_difference(scored: dict) -> None:
