@@ -250,3 +250,20 @@ def test_cli_train_and_evaluate(tmp_path, tracking_uri, tables, monkeypatch):
     res = runner.invoke(app, ["evaluate", "recs", "--store", str(store.path), "--cutoff", "2023-01-01",
                               "--config", str(cfg)])
     assert res.exit_code != 0 and "recs:" in res.output
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(-1e3, 1e3)), max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_group_reduce_equals_ufunc_at(rows):
+    """The per-member max/min used for features is exactly `np.maximum.at` / `np.minimum.at` (members without rows
+    keep the initial value)."""
+    from training.member_pyfunc.recs import _group_reduce
+
+    rows = sorted(rows, key=lambda r: r[0])
+    m = np.array([r[0] for r in rows], dtype=np.int64)
+    v = np.array([r[1] for r in rows], dtype=float)
+    starts = np.r_[0, np.flatnonzero(np.diff(m)) + 1] if len(m) else np.zeros(0, np.int64)
+    for op, init in ((np.maximum, 0.0), (np.minimum, np.inf)):
+        want = np.full(6, init)
+        op.at(want, m, v)
+        np.testing.assert_array_equal(_group_reduce(op, m, starts, v, 6, init), want)
