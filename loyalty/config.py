@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -222,14 +222,30 @@ def format_validation_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validate_mapping(model: type[_M], data: object, source: str, what: str, error: type[Exception]) -> _M:
+    """Validate an already-parsed YAML mapping as `model`; raise `error` naming the source and each bad field."""
+    if not isinstance(data, dict):
+        raise error(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(f"{source}: invalid {what}: {format_validation_errors(exc)}") from None
+
+
+def read_yaml(path: Path, error: type[Exception]) -> object:
+    """Parse a YAML file; raise `error` naming the file when it is not valid YAML."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from None
+
+
 def parse_config(data: object, source: str = "<dict>") -> LoyaltyConfig:
     """Validate an already-parsed mapping; raise LoyaltyConfigError naming each bad field."""
-    if not isinstance(data, dict):
-        raise LoyaltyConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    try:
-        return LoyaltyConfig.model_validate(data)
-    except ValidationError as exc:
-        raise LoyaltyConfigError(f"{source}: invalid loyalty config: {format_validation_errors(exc)}") from None
+    return validate_mapping(LoyaltyConfig, data, source, "loyalty config", LoyaltyConfigError)
 
 
 def load_config(path: str | Path | None = None) -> LoyaltyConfig:
@@ -249,11 +265,7 @@ def load_config(path: str | Path | None = None) -> LoyaltyConfig:
 @lru_cache(maxsize=16)
 def _load_version(path: str, mtime_ns: int, size: int) -> LoyaltyConfig:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise LoyaltyConfigError(f"{p}: not valid YAML: {exc}") from None
-    return parse_config(data, str(p))
+    return parse_config(read_yaml(p, LoyaltyConfigError), str(p))
 
 
 def shipped_configs() -> dict[str, Path]:

@@ -12,10 +12,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from loyalty.config import format_validation_errors
+from loyalty.config import read_yaml, validate_mapping
 
 DEFAULT_AUDIENCES = Path(__file__).resolve().parent / "audiences.yaml"
 STRATEGIES = ("exclusive_service", "points_and_coupons", "content_and_recommendations")
@@ -153,12 +152,7 @@ class CampaignConfig(_Strict):
 
 
 def parse_campaign(data: object, source: str = "<dict>") -> CampaignConfig:
-    if not isinstance(data, dict):
-        raise CampaignConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    try:
-        return CampaignConfig.model_validate(data)
-    except ValidationError as e:
-        raise CampaignConfigError(f"{source}: invalid campaign config: {format_validation_errors(e)}") from None
+    return validate_mapping(CampaignConfig, data, source, "campaign config", CampaignConfigError)
 
 
 def load_campaign(path: str | Path | None = None) -> CampaignConfig:
@@ -166,8 +160,4 @@ def load_campaign(path: str | Path | None = None) -> CampaignConfig:
     p = Path(path) if path is not None else DEFAULT_AUDIENCES
     if not p.is_file():
         raise CampaignConfigError(f"campaign config {p} does not exist (the shipped default is {DEFAULT_AUDIENCES})")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise CampaignConfigError(f"{p}: not valid YAML: {e}") from None
-    return parse_campaign(data, str(p))
+    return parse_campaign(read_yaml(p, CampaignConfigError), str(p))
