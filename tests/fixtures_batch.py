@@ -3,7 +3,10 @@ trained in-process with the serving tests' tiny settings (tests/fixtures/serving
 (copied from the initialised template, which skips the slow migrations)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "tests" / "fixtures" / "serving"
@@ -39,3 +42,19 @@ def train_small_store(folder: Path, members: int = 300, seed: int = 5) -> dict[s
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old
     return {"store": str(store), "tracking_uri": uri}
+
+
+@contextmanager
+def trained_champions(folder: Path) -> Iterator[tuple[dict[str, str], Any]]:
+    """`train_small_store(folder)`, then, inside the block, MLFLOW_TRACKING_URI pointing at it and its four
+    champions loaded (all of them, or the block fails)."""
+    import pytest
+
+    from serving.models import load_models
+
+    env = train_small_store(folder)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", env["tracking_uri"])
+        models = load_models(list(MODELS), "champion", env["tracking_uri"])
+        assert not models.unavailable, models.unavailable
+        yield env, models

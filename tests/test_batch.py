@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from features.store import Store
 from serving.batch import read_replenishment, read_scores, score_store
-from tests.fixtures_batch import AS_OF, MODELS, train_small_store
+from tests.fixtures_batch import AS_OF, MODELS, trained_champions
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -25,13 +25,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Store + champions (trained once per module), the loaded models, and one batch run at AS_OF: 3 chunks scored
     by 2 worker processes (the serial path is run by the other tests)."""
     folder = tmp_path_factory.mktemp("batch")
-    env = train_small_store(folder)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", env["tracking_uri"])
-        from serving.models import load_models
-
-        models = load_models(list(MODELS), "champion", env["tracking_uri"])
-        assert not models.unavailable, models.unavailable
+    with trained_champions(folder) as (env, models):
         out = folder / "scores"
         manifest = score_store(Store(env["store"]), AS_OF, out, models, chunk_size=120, workers=2)
         yield {**env, "folder": folder, "models": models, "scores": out, "manifest": manifest}

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.store import Store
-from tests.fixtures_batch import AS_OF, MODELS, train_small_store
+from tests.fixtures_batch import AS_OF, MODELS, trained_champions
 from tests.test_spark import assert_frames_equal
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(900)]
@@ -34,14 +34,9 @@ def scored(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     spark`, 3 member buckets)."""
     from member_ml.cli import app
     from serving.batch import score_store
-    from serving.models import load_models
 
     folder = tmp_path_factory.mktemp("spark_batch")
-    env = train_small_store(folder)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", env["tracking_uri"])
-        models = load_models(list(MODELS), "champion", env["tracking_uri"])
-        assert not models.unavailable, models.unavailable
+    with trained_champions(folder) as (env, models):
         score_store(Store(env["store"]), AS_OF, folder / "local", models, workers=1)
         res = CliRunner().invoke(app, ["score", "--store", env["store"], "--as-of", AS_OF, "--out",
                                        str(folder / "spark"), "--engine", "spark", "--chunk-size", "120"])
