@@ -2,9 +2,11 @@
 
 `compute_features(source, as_of)` runs the SQL in features/definitions/ through an engine (DuckDB by default) over a
 Store's Parquet files (out-of-core) or over in-memory DataFrames (a member's inline history at serving time), then
-adds the loyalty state computed by `loyalty.batch.member_state` (pandas, the same function on both paths; on large
-stores it runs in member batches of ~8M order lines to bound memory, fetching only the columns and event types the
-rules read: loyalty state is per member, so batching cannot change it, which a test checks).
+adds the loyalty state of `loyalty.batch` (the same rules on both paths). On DuckDB the engine codes member, order
+and item ids and hands the rules integer arrays (`features.loyalty_arrays`: no pandas string columns; members are
+coded by the feature rows themselves, so the state lines up with them row for row), and the rules run in member
+parts of ~4M order lines to bound memory; other engines fetch DataFrames for `member_state`. Loyalty state is per
+member, so neither the coding nor the parts can change it (tests compare both paths).
 
 Population (one row each): every member known strictly before `as_of` from any present table: a member with an
 order line (any status), an event, or a members row whose joined_at is before as_of or unknown. Members without paid
@@ -21,6 +23,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 from features.definitions import FeatureSpec, definitions_digest, feature_plan, feature_specs
 from features.definitions.recent_items import RECENT_ITEMS_DAYS, recent_items_plan
@@ -69,7 +73,8 @@ def feature_catalog(tables_present: Iterable[str] = ("orders", "members", "event
 
 
 LOYALTY_ORDER_COLUMNS = "order_id, member_id, ordered_at, amount, item_id, category, quantity, status"
-LOYALTY_CHUNK_ROWS = 8_000_000  # order lines per loyalty batch: bounds memory on large stores
+LOYALTY_CHUNK_ROWS = 4_000_000  # order lines per loyalty part (DuckDB: rules run two parts at a time; other engines:
+#                                 rows fetched per member batch): bounds memory on large stores
 
 
 def _loyalty_event_types() -> list[str] | None:
@@ -103,16 +108,50 @@ def loyalty_queries(tables: Iterable[str], t: pd.Timestamp, part: str = "") -> d
     return out
 
 
-def _loyalty_features(eng: Engine, tables: frozenset[str],
-                      t: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def _loyalty_columns(state: pd.DataFrame) -> pd.DataFrame:
+    """member_id + LOYALTY_FEATURES (float64) of a `member_state` frame (checked)."""
+    missing = [c for c in LOYALTY_FEATURES if c not in state.columns]
+    if missing:
+        raise ValueError(f"loyalty.batch.member_state returned no column(s) {missing}; got {list(state.columns)}")
+    out = state[["member_id", *LOYALTY_FEATURES]].copy()
+    out["member_id"] = out["member_id"].astype("string")
+    for c in LOYALTY_FEATURES:
+        out[c] = pd.to_numeric(out[c], errors="raise").astype("float64")
+    return out
+
+
+def _arrays_path(fn: object, eng: Engine) -> bool:
+    """Whether the loyalty state can be computed from DuckDB-coded arrays (`features.loyalty_arrays`): the engine
+    is DuckDB and the seam is the loyalty package's own `member_state` (whose rules that path runs)."""
+    from features.engine import DuckDBEngine
+
+    try:
+        from loyalty.batch import member_state
+    except ImportError:
+        return False
+    return fn is member_state and isinstance(eng, DuckDBEngine)
+
+
+def _loyalty_features(eng: Engine, tables: frozenset[str], t: pd.Timestamp,
+                      member_ids: Sequence[str] | pd.Series | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """(loyalty feature columns, full `loyalty.batch.member_state` frame) at T over the rows strictly before T.
 
-    Loyalty state is per member, so large stores are processed in member batches (hash of member_id) to bound
-    memory; only the columns and event types the rules read are fetched. None without the loyalty package.
+    On DuckDB the engine codes the ids and hands the rules integer arrays (`features.loyalty_arrays`); members are
+    coded by `member_ids` (the feature population, sorted: the state then lines up row for row with the feature
+    frame), and the rules run in member parts of at most LOYALTY_CHUNK_ROWS order lines (memory). Other engines
+    fetch the rows as DataFrames (`loyalty_queries`) for `member_state`, in member batches (hash of member_id) on
+    large stores. Loyalty state is per member, so neither cut changes it. None without the loyalty package.
     """
     fn = loyalty_state_fn()
     if fn is None:
         return None
+    if _arrays_path(fn, eng):
+        from features.loyalty_arrays import loyalty_state_arrays
+
+        state, _ = loyalty_state_arrays(eng.con, tables, t, member_ids, LOYALTY_CHUNK_ROWS,  # type: ignore[attr-defined]
+                                        _loyalty_event_types())
+        return _loyalty_columns(state), state
     lit = sql_literal_timestamp(t)
     n = int(eng.run(Plan((), f"SELECT COUNT(*) AS n FROM orders WHERE ordered_at < {lit}"))["n"].iloc[0])
     k = max(1, -(-n // LOYALTY_CHUNK_ROWS))
@@ -125,14 +164,7 @@ def _loyalty_features(eng: Engine, tables: frozenset[str],
         members = eng.run(Plan((), queries["members"])) if "members" in queries else None
         state = fn(orders, events, members, t)
         del orders, events, members
-        missing = [c for c in LOYALTY_FEATURES if c not in state.columns]
-        if missing:
-            raise ValueError(f"loyalty.batch.member_state returned no column(s) {missing}; got {list(state.columns)}")
-        out = state[["member_id", *LOYALTY_FEATURES]].copy()
-        out["member_id"] = out["member_id"].astype("string")
-        for c in LOYALTY_FEATURES:
-            out[c] = pd.to_numeric(out[c], errors="raise").astype("float64")
-        parts.append(out)
+        parts.append(_loyalty_columns(state))
         states.append(state)
     if k == 1:
         return parts[0], states[0]
@@ -142,7 +174,16 @@ def _loyalty_features(eng: Engine, tables: frozenset[str],
 
 def _join_loyalty(df: pd.DataFrame, loyalty: pd.DataFrame) -> pd.DataFrame:
     """`df` LEFT JOIN `loyalty` on member_id (loyalty columns appended; NaN for members without a loyalty row),
-    without copying the wide feature frame the way `merge` does (loyalty state has one row per member)."""
+    without copying the wide feature frame the way `merge` does (loyalty state has one row per member). When both
+    list the same members in the same order (the DuckDB path codes members by the feature rows) the columns are
+    taken as they are."""
+    same = len(loyalty) == len(df) and bool(
+        pa.compute.all(pa.compute.equal(pa.array(loyalty["member_id"], type=pa.string()),
+                                        pa.array(df["member_id"], type=pa.string()))).as_py() or len(df) == 0)
+    if same:
+        for c in LOYALTY_FEATURES:
+            df[c] = loyalty[c].to_numpy(dtype="float64")
+        return df
     idx = pd.Index(loyalty["member_id"])
     if not idx.is_unique:
         dup = idx[idx.duplicated()][:5].tolist()
@@ -172,7 +213,7 @@ def compute_features_and_loyalty(source: TableSource, as_of: object, *, engine: 
     eng, tables, owned = open_engine(source, engine, member_ids=members)
     try:
         df = eng.run(feature_plan(sql_literal_timestamp(t), tables))
-        loyalty = _loyalty_features(eng, tables, t)
+        loyalty = _loyalty_features(eng, tables, t, member_ids=df["member_id"])
     finally:
         if owned:
             eng.close()

@@ -1,7 +1,10 @@
 """Loyalty state of every member at an as-of date, vectorised (no per-member loop): tiers, points, segments.
 
-`member_state(orders, events, members, as_of)` is what features, batch scoring and the CLI call. `evaluate()`
+`member_state(orders, events, members, as_of)` is what batch scoring, serving and the CLI call. `evaluate()`
 returns the same frame plus the ledger entries (what the single-member path shows as a statement).
+`evaluate_prepared(inputs)` runs the rules on inputs already prepared — by `loyalty.frames.prepare` from
+DataFrames, or by `loyalty.arrays.prepare_arrays` from integer arrays an engine has coded (the feature pipeline on
+DuckDB: `features.loyalty_arrays`) — in member parts of bounded size.
 """
 from __future__ import annotations
 
@@ -91,28 +94,59 @@ def evaluate(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.Data
     inp = prepare(orders, events, members, as_of, event_types=_event_types(cfg),
                   category_bonus=cfg.points.category_bonus)
     clock.lap("prepare")
-    if len(inp.lines["m"]) < PARALLEL_LINES or inp.n_members < 2:
+    return evaluate_prepared(inp, cfg, timings=clock.out)
+
+
+def evaluate_prepared(inp: Inputs, config: LoyaltyConfig | None = None, *, part_lines: int | None = None,
+                      keep_ledger: bool = True, timings: dict[str, float] | None = None) -> Evaluation:
+    """The rules on already prepared inputs (`loyalty.frames.prepare`, or `loyalty.arrays.prepare_arrays` when an
+    engine has coded the ids): what `evaluate` runs after preparing.
+
+    From PARALLEL_LINES order lines the members are cut into parts (contiguous code ranges balanced by order lines:
+    two, or more when `part_lines` caps the lines per part to bound memory) evaluated two at a time in two threads.
+    `keep_ledger=False` drops each part's ledger entries once its totals are in the frame (memory; the returned
+    ledger then holds the totals only). `inp`'s rows are moved into the parts (it is empty afterwards)."""
+    cfg = config or load_config()
+    clock = _Clock()
+    times0 = dict(timings or {})
+    n_lines = len(inp.lines["m"])
+    if n_lines < PARALLEL_LINES or inp.n_members < 2:
         frame, ledger, times = _rules(inp, cfg)
-        return Evaluation(frame=frame, ledger=ledger, inputs=inp, timings={**clock.out, **times})
-    empty = ({k: v[:0] for k, v in inp.lines.items()}, {k: v[:0] for k, v in inp.events.items()})
-    parts = split_members(inp, 2)  # moves the rows into the halves
+        if not keep_ledger:
+            ledger = _totals_only(ledger)
+        return Evaluation(frame=frame, ledger=ledger, inputs=inp, timings={**times0, **times})
+    k = 2
+    if part_lines:
+        k = max(2, 2 * -(-n_lines // (2 * int(part_lines))))
+    k = min(k, inp.n_members)
+    empty = ({key: v[:0] for key, v in inp.lines.items()}, {key: v[:0] for key, v in inp.events.items()})
+    parts = split_members(inp, k)  # moves the rows into the parts
     meta = replace(inp, lines=empty[0], events=empty[1])
-    del inp
+
+    def run(part: Inputs) -> tuple[pd.DataFrame, Ledger, dict[str, float]]:
+        frame, ledger, times = _rules(part, cfg, True)
+        return frame, (ledger if keep_ledger else _totals_only(ledger)), times
+
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = [pool.submit(_rules, part, cfg, True) for _, part in parts]
+        futures = [pool.submit(run, part) for _, part in parts]
         del parts
         results = [f.result() for f in futures]
     clock.lap("rules")
     starts = np.cumsum([0] + [len(r[0]) for r in results])[:-1]
     frame = pd.concat([r[0] for r in results], ignore_index=True)
     ledger = merge_ledgers([r[1] for r in results], [int(s) for s in starts])
-    times = dict(clock.out)
-    for _, _, t in results:  # per phase: summed over the two halves (thread wall and CPU seconds)
-        for k, v in t.items():
-            times[k] = round(times.get(k, 0.0) + v, 3)
+    times = {**times0, **clock.out}
+    for _, _, t in results:  # per phase: summed over the parts (thread wall and CPU seconds)
+        for key, v in t.items():
+            times[key] = round(times.get(key, 0.0) + v, 3)
     clock.lap("merge")
-    times.update({k: v for k, v in clock.out.items() if k.startswith("merge")})
+    times.update({key: v for key, v in clock.out.items() if key.startswith("merge")})
     return Evaluation(frame=frame, ledger=ledger, inputs=meta, timings=times)
+
+
+def _totals_only(ledger: Ledger) -> Ledger:
+    """The ledger's per-member totals without its entry frames (credits, debits: emptied)."""
+    return replace(ledger, credits=ledger.credits.iloc[:0], debits=ledger.debits.iloc[:0])
 
 
 def split_members(inp: Inputs, k: int) -> list[tuple[int, Inputs]]:
@@ -274,3 +308,13 @@ def member_state(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.
                  config: LoyaltyConfig | None = None) -> pd.DataFrame:
     """One row per member (every member in orders/events/members before `as_of`), sorted by member_id."""
     return evaluate(orders, events, members, as_of, config).frame
+
+
+def event_types(config: LoyaltyConfig) -> set[str]:
+    """Event types the rules read (activities, redemptions, tier interactions); others only make a member known."""
+    return _event_types(config)
+
+
+def category_bonus(config: LoyaltyConfig) -> dict[str, int]:
+    """Category → flat bonus points per paid line (what an engine computes per line for `prepare_arrays`)."""
+    return dict(config.points.category_bonus or {})
