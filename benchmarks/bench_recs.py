@@ -102,17 +102,49 @@ def latency(bt, n_members: int = 300) -> dict[str, float]:
         model.predict(None, groups[m], params={"as_of": as_of})
         wall.append((time.perf_counter() - t0) * 1000)
         cpu.append((time.process_time() - c0) * 1000)
+    load_end = os.getloadavg()[0]
+    stages = latency_stages(model.art, [groups[m] for m in members], as_of)
     c0, t0 = time.process_time(), time.perf_counter()
     out = model.predict(None, inp, params={"as_of": as_of})
     batch, batch_cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"recs_one_member_p50_ms": float(np.percentile(wall, 50)),
+    return {**stages, "recs_one_member_p50_ms": float(np.percentile(wall, 50)),
             "recs_one_member_p99_ms": float(np.percentile(wall, 99)),
             "recs_one_member_cpu_p50_ms": float(np.percentile(cpu, 50)),
             "recs_one_member_cpu_p99_ms": float(np.percentile(cpu, 99)),
             "recs_one_member_history_rows_p50": float(np.median([len(groups[m]) for m in members])),
             "recs_batch_all_members_s": batch, "recs_batch_all_members_cpu_s": batch_cpu,
             "recs_batch_members": float(out["member_id"].nunique()),
-            "load_average_1m": round(float(load), 2)}
+            "load_average_1m": round(float(load), 2), "load_average_1m_end": round(float(load_end), 2)}
+
+
+def latency_stages(art, histories: list[pd.DataFrame], as_of: pd.Timestamp) -> dict[str, float]:
+    """CPU ms per stage of one member's top-10 (p50 over members; what is left to optimise), and the compiled
+    ranker against LightGBM on the same candidate rows (max abs score difference; 1.0 in `compiled` when the
+    model scores with the compiled predictor)."""
+    from training.member_pyfunc.recs import (
+        _single_thread_blas, build_candidates, prepare_history, score_candidates, top_items)
+
+    cpu: dict[str, list[float]] = {"prepare": [], "candidates": [], "ranker": [], "rules_reasons": []}
+    diff = 0.0
+    for h in histories:
+        c0 = time.process_time()
+        hb = prepare_history(h, art, as_of)
+        c1 = time.process_time()
+        with _single_thread_blas(art):
+            cand = build_candidates(art, hb)
+        c2 = time.process_time()
+        score = score_candidates(art, cand)
+        c3 = time.process_time()
+        top_items(art, hb, cand, score)
+        c4 = time.process_time()
+        for k, v in zip(cpu, (c1 - c0, c2 - c1, c3 - c2, c4 - c3), strict=True):
+            cpu[k].append(v * 1000)
+        if art.predictor is not None:
+            diff = max(diff, float(np.max(np.abs(score - score_candidates(art, cand, compiled=False)), initial=0)))
+    out = {f"recs_one_member_cpu_{k}_p50_ms": float(np.median(v)) for k, v in cpu.items()}
+    out["recs_ranker_compiled"] = float(art.predictor is not None)
+    out["recs_ranker_compiled_max_abs_diff"] = diff
+    return out
 
 
 def latency_cache() -> Path:
@@ -160,7 +192,11 @@ def latency_only() -> None:
 LATENCY_UNITS = {"recs_one_member_p50_ms": "ms", "recs_one_member_p99_ms": "ms", "recs_one_member_cpu_p50_ms": "ms",
                  "recs_one_member_cpu_p99_ms": "ms", "recs_one_member_history_rows_p50": "rows",
                  "recs_batch_all_members_s": "s", "recs_batch_all_members_cpu_s": "s",
-                 "recs_batch_members": "members", "load_average_1m": "load", "recs_peak_rss_mib": "MiB"}
+                 "recs_batch_members": "members", "load_average_1m": "load", "load_average_1m_end": "load",
+                 "recs_peak_rss_mib": "MiB", "recs_one_member_cpu_prepare_p50_ms": "ms",
+                 "recs_one_member_cpu_candidates_p50_ms": "ms", "recs_one_member_cpu_ranker_p50_ms": "ms",
+                 "recs_one_member_cpu_rules_reasons_p50_ms": "ms", "recs_ranker_compiled": "bool",
+                 "recs_ranker_compiled_max_abs_diff": "score"}
 
 
 def main(argv: list[str] | None = None) -> None:

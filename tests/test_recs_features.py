@@ -127,3 +127,42 @@ def test_ranker_settings_are_chosen_on_validation():
     assert len(grid) == 2 and grid[1]["num_leaves"] == 4
     assert bt.ranker_info["validation"]["ranker"] == pytest.approx(max(g["val_ndcg_at_10"] for g in grid), abs=1e-4)
     assert any(n.startswith("ranker settings on validation") for n in bt.evaluation.notes)
+
+
+def test_online_recent_items_equal_the_windowed_training_summary(tmp_path):
+    """Training/serving skew: the ranker is trained on `summarise_history(window_days=HISTORY_DAYS)` (what
+    `fit_candidates` and `model_input` use) and served from the online `recent_items` table: over data longer than
+    the window, both hold the same rows and columns, and the ranker features built from either are identical."""
+    from features.definitions.recent_items import RECENT_ITEMS_DAYS
+    from features.pipeline import compute_recent_items
+    from tests.fixtures_features import make_tables as contract_tables, write_store
+    from training.member_pyfunc.recs import HISTORY_DAYS, build_candidates
+
+    assert RECENT_ITEMS_DAYS == HISTORY_DAYS == CandidateConfig().history_days
+    as_of = pd.Timestamp("2023-03-01")
+    tables = contract_tables(40, 3)
+    store = write_store(tmp_path / "store", tables)
+    orders = pd.read_parquet(store.path / "orders.parquet")
+    assert orders["ordered_at"].min() < as_of - pd.Timedelta(days=HISTORY_DAYS)  # the window matters here
+    online = compute_recent_items(store, as_of).set_index(["member_id", "item_id"]).sort_index()
+    full = summarise_history(orders, None, as_of)
+    train = summarise_history(orders, None, as_of, window_days=HISTORY_DAYS)
+    train = train[train["n_bought"] > 0].set_index(["member_id", "item_id"]).sort_index()
+    assert len(full[full["n_bought"] > 0]) > len(train)  # older purchases are left out on both sides
+    assert online.index.equals(train.index)
+    for c in ("n_bought", "spend", "n_bought_hl14", "n_bought_hl56"):
+        assert online[c].astype(float).to_numpy() == pytest.approx(train[c].to_numpy(dtype=float), rel=1e-9), c
+    for c in ("first_bought_at", "last_bought_at"):
+        assert (online[c].to_numpy() == train[c].to_numpy()).all(), c
+    # the features the ranker sees: same numbers whether the history came from training or from the online table
+    fc = fit_candidates({"orders": orders, "items": tables["items"]}, as_of, SMALL)
+    assert fc.history["last_bought_at"].min() >= as_of - pd.Timedelta(days=HISTORY_DAYS)
+    members = np.asarray(sorted(train.index.get_level_values(0).unique())[:15], dtype=object)
+    served = online.reset_index()
+    served = served[served["member_id"].isin(members)]
+    trained = fc.history[fc.history["member_id"].isin(members) & (fc.history["n_bought"] > 0)]
+    trained = trained.sort_values(["member_id", "item_id"])
+    x_served = build_candidates(fc.art, prepare_history(served, fc.art, as_of))
+    x_trained = build_candidates(fc.art, prepare_history(trained, fc.art, as_of))
+    assert (x_served.i == x_trained.i).all() and (x_served.m == x_trained.m).all()
+    np.testing.assert_allclose(x_served.X, x_trained.X, rtol=1e-5, equal_nan=True)

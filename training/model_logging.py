@@ -82,7 +82,7 @@ def _forget_package() -> None:
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "lightgbm", "numpy", "pandas", "pyarrow")]
+    return [f"{p}=={version(p)}" for p in ("mlflow", "lightgbm", "numpy", "pandas", "pyarrow", "numba", "scipy", "pydantic", "pyyaml")]
 
 
 def _json_safe(frame: pd.DataFrame) -> pd.DataFrame:

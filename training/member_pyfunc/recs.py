@@ -16,11 +16,14 @@ Scoring a batch of members:
 
 Everything is vectorised over the batch, so one member and all members take the same code path (tested: batch equals
 single). This module and `recs_rules.py` are all the MLflow model needs at load time (plus lightgbm when a ranker
-won validation).
+won validation). For one-member latency the ranker is compiled at load (`tree_predictor.py`: LightGBM's scores, ~3×
+less CPU; LightGBM itself when that is unavailable) and small inputs skip pandas' per-column overhead
+(`frame_columns.py`); tests/test_recs_latency.py checks both against the reference path.
 """
 from __future__ import annotations
 
 import json
+import logging
 from itertools import repeat
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,7 +34,10 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from .frame_columns import column_values, datetime_column_us, numeric_column, single_value, string_array
 from .recs_rules import RulesConfig, allowed_mask, consumable_flags, reasons, rules_from_params
+
+_log = logging.getLogger(__name__)
 
 HISTORY_REQUIRED: tuple[str, ...] = ("member_id", "item_id", "n_bought", "last_bought_at")
 HISTORY_OPTIONAL: dict[str, Any] = {
@@ -45,6 +51,9 @@ DECAY_COLUMNS: dict[str, tuple[str, float]] = {  # column → (what is counted, 
     "n_bought_hl14": ("buy", 14.0), "n_bought_hl56": ("buy", 56.0), "n_view_hl1": ("view", 1.0),
     "n_cart_hl1": ("cart", 1.0)}
 OUTPUT_COLUMNS: tuple[str, ...] = ("member_id", "rank", "item_id", "score", "reason")
+# Days of history a member summary covers, in training (`summarise_history(window_days=…)`) and in the online
+# `recent_items` table (features/definitions/recent_items.py RECENT_ITEMS_DAYS, tested equal): one window for both.
+HISTORY_DAYS = 365
 
 FEATURES: tuple[str, ...] = (
     "hist_n_bought", "hist_rep_score", "hist_days_last", "hist_days_first", "hist_mean_gap", "hist_due_ratio",
@@ -72,17 +81,25 @@ class HistoryError(ValueError):
 # --------------------------------------------------------------------------------------------------------------------
 # history summaries
 
-def summarise_history(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: object | None = None) -> pd.DataFrame:
+def summarise_history(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: object | None = None,
+                      window_days: int | None = None) -> pd.DataFrame:
     """Per (member, item) summary of orders (paid lines, net of refunded/cancelled lines) and events before `as_of`.
 
     `orders` uses contract columns (member_id, order_id, ordered_at, item_id, status, amount); `events` (optional)
     member_id, occurred_at, type, item_id. Rows at or after `as_of` are ignored (point-in-time), rows without an
-    item are skipped (they cannot be recommended).
+    item are skipped (they cannot be recommended). `window_days` (needs `as_of`) keeps only rows in
+    [as_of − window_days, as_of): the window of the online `recent_items` table (HISTORY_DAYS), so the summary the
+    ranker is trained on and the one it is served agree for long-time members too.
     """
     _require(orders, ("member_id", "order_id", "ordered_at", "item_id"), "orders")
+    if window_days is not None and as_of is None:
+        raise HistoryError("window_days needs an as_of to count back from")
+    start = None if window_days is None else pd.Timestamp(as_of) - pd.Timedelta(days=int(window_days))
     o = orders[orders["item_id"].notna()]
     if as_of is not None:
         o = o[o["ordered_at"] < pd.Timestamp(as_of)]
+    if start is not None:
+        o = o[o["ordered_at"] >= start]
     status = o["status"] if "status" in o.columns else pd.Series("paid", index=o.index)
     status = status.fillna("paid")
     paid = o[status == "paid"]
@@ -121,6 +138,8 @@ def summarise_history(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: 
         e = events[events["item_id"].notna() & events["type"].isin(["view", "cart", "favorite"])]
         if as_of is not None:
             e = e[e["occurred_at"] < pd.Timestamp(as_of)]
+        if start is not None:
+            e = e[e["occurred_at"] >= start]
         e = pd.DataFrame({"member_id": e["member_id"].astype("string"), "item_id": e["item_id"].astype("string"),
                           "type": e["type"].astype("string"), "at": e["occurred_at"]})
         counts = e.pivot_table(index=["member_id", "item_id"], columns="type", values="at", aggfunc="count",
@@ -251,6 +270,33 @@ class RecsArtifacts:
 
         return lightgbm.Booster(model_str=self.ranker)
 
+    @cached_property
+    def ranker_columns(self) -> np.ndarray | None:
+        """Columns of the candidate matrix (`FEATURES`) the ranker reads, in the order it was trained with (from the
+        feature names stored in the model, so models trained on another feature list keep working); None when they
+        are all of `FEATURES` in order."""
+        if self.booster is None:
+            return None
+        names = self.booster.feature_name()
+        unknown = [f for f in names if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"the ranker uses feature(s) {unknown} that this scorer does not compute")
+        if tuple(names) == FEATURES:
+            return None
+        return np.array([FEATURES.index(f) for f in names], dtype=np.int64)
+
+    @cached_property
+    def predictor(self) -> Any:
+        """The ranker compiled once at load (`tree_predictor`: LightGBM's scores, ~3× less CPU), or None: then
+        LightGBM scores (no ranker, or a model/machine the compiled predictor does not cover; logged)."""
+        if self.ranker is None:
+            return None
+        from .tree_predictor import compile_forest
+
+        predictor, note = compile_forest(self.ranker, FEATURES)
+        (_log.info if predictor is not None else _log.warning)("recs model: %s", note)
+        return predictor
+
     def __post_init__(self) -> None:
         if self.item_cycle is None:  # models saved before the item cycle existed
             self.item_cycle = np.full(len(self.item_ids), np.nan, np.float32)
@@ -293,6 +339,9 @@ def _num(h: pd.DataFrame, name: str, keep: np.ndarray, default: float) -> np.nda
     """A numeric input column as float64 (missing column → default; unparseable values are an error)."""
     if name not in h.columns:
         return np.full(int(keep.sum()), default)
+    fast = numeric_column(h, name, default)  # plain numpy columns without building a Series (same numbers)
+    if fast is not None:
+        return fast[keep]
     try:
         return h[name].to_numpy(dtype=float, na_value=default)[keep]
     except (TypeError, ValueError) as e:
@@ -303,6 +352,9 @@ def _age_days(h: pd.DataFrame, name: str, keep: np.ndarray, as_of: np.datetime64
     """Days from a timestamp column to `as_of` (NaT or missing column → NaN)."""
     if name not in h.columns:
         return np.full(int(keep.sum()), np.nan)
+    fast = datetime_column_us(h, name)  # tz-naive numpy datetimes without building a Series (same numbers)
+    if fast is not None:
+        return (as_of - fast[keep]) / np.timedelta64(1, "D")
     s = h[name]
     try:
         arr = s.to_numpy(dtype="datetime64[us]") if pd.api.types.is_datetime64_any_dtype(s) else \
@@ -326,17 +378,23 @@ def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) ->
     little pandas overhead: this is the one-member online path too)."""
     if "member_id" not in history.columns:
         raise HistoryError(f"model input needs a member_id column; it has {list(history.columns)}")
-    mid = history["member_id"].to_numpy(dtype=object)
-    if pd.isna(mid).any():
+    # one member (the online request): no per-row member ids to convert, hash or look up
+    one, the_member = (False, None) if "segment" in history.columns or len(history) > SMALL_INPUT else \
+        single_value(column_values(history, "member_id"))
+    mid = history["member_id"].to_numpy(dtype=object) if not one else None
+    if not one and pd.isna(mid).any():
         raise HistoryError(f"member_id is null in {int(pd.isna(mid).sum())} input row(s)")
     h = history
     for c in ("n_bought", "last_bought_at"):
         if c not in h.columns and "item_id" in h.columns and h["item_id"].notna().any():
             raise HistoryError(f"history rows need column {c!r}")
     as_of64 = np.datetime64(pd.Timestamp(as_of).to_datetime64(), "us")
-    mid = mid.astype(str)
-    small = len(mid) <= SMALL_INPUT
-    members = _first_seen(mid) if small else pd.unique(mid)
+    small = len(h) <= SMALL_INPUT
+    if one:
+        members = np.array([the_member], dtype=object).astype(str)
+    else:
+        mid = mid.astype(str)
+        members = _first_seen(mid) if small else pd.unique(mid)
     seg = np.full(len(members), -1, dtype=np.int32)
     if "segment" in h.columns and len(art.segments):
         sv = h["segment"].to_numpy(dtype=object)
@@ -344,7 +402,7 @@ def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) ->
         s = pd.Index(art.segments).get_indexer(pd.Series(sv[first]).fillna("").astype(str))
         seg = pd.Series(s, index=mid[first]).reindex(members).to_numpy(np.int32)
     if len(members) == 1:
-        mpos = np.zeros(len(mid), np.int64)
+        mpos = np.zeros(len(h), np.int64)
     elif len(members) == len(mid) and (members == mid).all():
         mpos = np.arange(len(members))
     elif small:
@@ -429,6 +487,13 @@ def _solve_batched(art: RecsArtifacts, m: np.ndarray, i: np.ndarray, c: np.ndarr
     rows of `m` must be sorted by member."""
     f = art.item_factors.shape[1]
     base = art.yty + art.p["als_reg"] * np.eye(f)
+    if m[0] == m[-1]:  # one member (the online path): the same block and arithmetic, without the chunk bookkeeping
+        y = art.item_factors[i].astype(np.float64)[None]
+        w = c.astype(np.float64)[None]
+        a = base + np.matmul(y.transpose(0, 2, 1) * (w - 1.0)[:, None, :], y)
+        rhs = np.einsum("blf,bl->bf", y, w)
+        out[m[:1]] = np.linalg.solve(a, rhs[..., None])[..., 0]
+        return out
     starts = np.r_[0, np.flatnonzero(np.diff(m)) + 1]
     lengths = np.diff(np.r_[starts, len(m)])
     by_len = np.argsort(lengths, kind="stable")
@@ -460,6 +525,9 @@ def _solve_batched(art: RecsArtifacts, m: np.ndarray, i: np.ndarray, c: np.ndarr
 
 def group_rank(group: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(order, rank): order sorts by group then score descending; rank is the 0-based position within the group."""
+    if len(group) and group[0] == group[-1] and (group == group[0]).all():
+        # one group (one member: the online path): the same stable order from a one-key sort, ~3× cheaper
+        return np.argsort(-score, kind="stable"), np.arange(len(group))
     order = np.lexsort((-score, group))
     g = group[order]
     if len(g) == 0:
@@ -684,11 +752,16 @@ def blend_score(X: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------------
 # the whole scoring path
 
-def score_candidates(art: RecsArtifacts, cand: Candidates) -> np.ndarray:
+def score_candidates(art: RecsArtifacts, cand: Candidates, *, compiled: bool = True) -> np.ndarray:
+    """Ranker scores of the candidates (the compiled predictor when there is one, else LightGBM: the same
+    numbers), or the repurchase-first blend when the model has no ranker."""
     booster = art.booster
     if booster is None or len(cand.m) == 0:
         return blend_score(cand.X)
-    return booster.predict(cand.X, num_threads=1)
+    if compiled and art.predictor is not None:
+        return art.predictor.predict(cand.X)
+    cols = art.ranker_columns
+    return booster.predict(cand.X if cols is None else cand.X[:, cols], num_threads=1)
 
 
 def recommend(art: RecsArtifacts, history: pd.DataFrame, *, as_of: object | None = None,
@@ -740,11 +813,11 @@ def top_items(art: RecsArtifacts, hb: HistoryBatch, cand: Candidates, score: np.
     why = reasons(n_bought=nb[sel], mean_gap=gap, n_engaged=engaged, seed_item=seed_ids, category=cat_names,
                   source=cand.source[sel])
     return pd.DataFrame({
-        "member_id": pd.array(hb.member_ids[cand.m[sel]], dtype="string"),
+        "member_id": string_array(hb.member_ids[cand.m[sel]]),
         "rank": (r + 1).astype(np.int64),
-        "item_id": pd.array(art.item_ids[cand.i[sel]], dtype="string"),
+        "item_id": string_array(art.item_ids[cand.i[sel]]),
         "score": score[sel].astype(float),
-        "reason": pd.array(why, dtype="string"),
+        "reason": string_array(why),
     })
 
 
@@ -770,6 +843,7 @@ class RecsModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:  # noqa: ANN001 (mlflow PythonModelContext)
         self.art = RecsArtifacts.load(context.artifacts["recs"])
+        _ = self.art.predictor  # compile the ranker now (model load), not on the first request
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -16,7 +16,8 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from training.recs.rules import RulesConfig
-from training.member_pyfunc.recs import DEFAULT_PARAMS, RecsArtifacts, bm25_confidence, strength, summarise_history
+from training.member_pyfunc.recs import (DEFAULT_PARAMS, HISTORY_DAYS, RecsArtifacts, bm25_confidence, strength,
+                                         summarise_history)
 
 
 class CandidateConfig(BaseModel):
@@ -37,6 +38,9 @@ class CandidateConfig(BaseModel):
     knn: str = Field("bm25", pattern="^(bm25|cosine)$")
     knn_k: int = Field(20, ge=1)
     pop_window_days: int = Field(28, ge=1)
+    history_days: int | None = Field(
+        HISTORY_DAYS, ge=1, description="days of member history summarised (None: all); the online recent_items "
+                                        "table serves the same window, so training and serving features agree")
     pop_list: int = Field(100, ge=1)
     segment_column: str | None = "region"
     n_hist: int = 200
@@ -138,7 +142,8 @@ def fit_candidates(tables: dict[str, pd.DataFrame | None], cutoff: object, confi
     t = pd.Timestamp(cutoff)
     orders, events = tables["orders"], tables.get("events")
     items_tbl, members_tbl = tables.get("items"), tables.get("members")
-    hist = history if history is not None else summarise_history(orders, events, as_of=t)
+    hist = history if history is not None else summarise_history(orders, events, as_of=t,
+                                                                 window_days=cfg.history_days)
     if hist.empty:
         raise ValueError(f"no order lines or item events before cutoff {t}: nothing to learn recommendations from")
     p: dict[str, Any] = {**DEFAULT_PARAMS, **cfg.model_dump(include={
@@ -231,6 +236,7 @@ def fit_candidates(tables: dict[str, pd.DataFrame | None], cutoff: object, confi
     p["rules"] = rules.model_dump()
     p["as_of"] = t.isoformat()
     p["factors"] = cfg.factors
+    p["history_days"] = cfg.history_days
     art = RecsArtifacts(
         item_ids=item_ids.astype(str), item_category=item_category, categories=categories.astype(str),
         item_price=price, item_pop_recent=pop_recent, item_pop_prev=pop_prev, item_pop_all=pop_all,

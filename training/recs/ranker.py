@@ -29,6 +29,8 @@ class RankerConfig(BaseModel):
     num_boost_round: int = Field(400, ge=1)
     early_stopping_rounds: int = Field(40, ge=1)
     truncation_level: int = Field(30, ge=1)
+    objective: str = Field("lambdarank", pattern="^(lambdarank|rank_xendcg)$",
+                           description="LightGBM ranking objective (rank_xendcg: listwise cross-entropy, no truncation)")
     num_threads: int = Field(2, ge=1)
     seed: int = 7
 
@@ -93,7 +95,7 @@ def train_ranker(train: list[RankFrame], valid: RankFrame | None, config: Ranker
     if len(g) == 0 or y.sum() == 0:
         raise ValueError("no member has a relevant candidate in the ranker's training splits")
     params = {
-        "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": cfg.learning_rate,
+        "objective": cfg.objective, "metric": "ndcg", "eval_at": [10], "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "min_data_in_leaf": cfg.min_data_in_leaf,
         "feature_fraction": cfg.feature_fraction, "bagging_fraction": cfg.bagging_fraction, "bagging_freq": 1,
         "lambda_l2": cfg.lambda_l2, "lambdarank_truncation_level": cfg.truncation_level,

@@ -240,17 +240,20 @@ def run_backtest(tables: Mapping[str, pd.DataFrame | None], *, cutoff: Any, cfg:
     split = {"cutoff": t.date().isoformat(), "horizon_days": h, "members": int(len(members)),
              "validation_cutoff": val_cut.date().isoformat(),
              "train_cutoffs": [c.date().isoformat() for c in train_cuts], "items": int(fc_t.art.n_items)}
+    frame_info = {c.date().isoformat(): {"cutoff": c.date().isoformat(), "members": int(f.hb.b),
+                                         "candidates": int(len(f.y)), "positives": int(f.y.sum()),
+                                         "candidate_recall": float(f.y.sum() / max(len(f.truth), 1))}
+                  for c, (_, f) in frames.items()}
     evaluation = Evaluation(task=TASK, split=split, model=res["model"], baselines=res.get("baselines", {}),
                             gain_ci95={k: tuple(v) for k, v in res.get("gain_ci95", {}).items()},
                             best_baseline=res.get("best_baseline"), primary=PRIMARY, notes=notes,
                             extra={"winner": fc_t.art.params["winner"],
                                    "validation": {k: round(v, 4) for k, v in val.items()},
                                    "als": {k: v for k, v in cand_cfg.model_dump().items()
-                                           if k in ("factors", "regularization", "iterations", "bm25_k1", "bm25_b")}})
-    frame_info = {c.date().isoformat(): {"cutoff": c.date().isoformat(), "members": int(f.hb.b),
-                                         "candidates": int(len(f.y)), "positives": int(f.y.sum()),
-                                         "candidate_recall": float(f.y.sum() / max(len(f.truth), 1))}
-                  for c, (_, f) in frames.items()}
+                                           if k in ("factors", "regularization", "iterations", "bm25_k1", "bm25_b")},
+                                   # share of the items bought in each split's label window that were candidates
+                                   "candidate_recall": {k: round(v["candidate_recall"], 4)
+                                                        for k, v in frame_info.items()}})
     return Backtest(evaluation=evaluation, model=RecsModel(fc_t.art), final=fc_t, test_history=inp, truth=truth,
                     recs=recs, baseline_recs=base, frames=frame_info, als_search=search, ranker_info=info)
 

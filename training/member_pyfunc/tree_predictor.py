@@ -1,0 +1,257 @@
+"""A compiled predictor for a LightGBM model text: the same raw scores as `Booster.predict`, ~3× less CPU per call.
+
+Why: the recs ranker scores ~250 candidates for one member with ~135 trees of up to 63 leaves (depth up to ~30);
+`Booster.predict` walks each (row, tree) path with data-dependent branches, so most of its ~2.5 ms is the CPU
+waiting on mispredicted branches and dependent loads. Here the trees are packed once at model load into flat arrays
+(leaves are absorbing nodes), and one small numba-compiled loop walks all rows through one tree at a time,
+branch-free, keeping only the rows still inside the tree: independent rows overlap in the CPU's pipeline.
+
+Exactness (tested equal to LightGBM on thousands of rows with NaNs and zeros): inputs are float32 (the ranker's
+feature matrix); a split `x <= t` with LightGBM's double threshold t is the same test as `x <= t32` for the largest
+float32 t32 ≤ t, so thresholds are stored that way; NaN goes where `Tree::NumericalDecision` sends it (the default
+side for missing type NaN, else as 0.0); tree outputs are summed per row in LightGBM's order, in double. Models this
+does not cover (categorical splits, zero-as-missing splits, linear trees, several trees per iteration, averaged
+output, objectives whose output is transformed) are refused by `compile_forest` with the reason, and the caller
+keeps LightGBM (and says so).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+# objectives whose prediction is the raw score (LightGBM applies no output transform for these)
+RAW_OBJECTIVES = frozenset({"lambdarank", "rank_xendcg", "regression", "regression_l2", "l2", "mean_squared_error",
+                            "mse", "regression_l1", "l1", "mae", "huber", "fair", "quantile", "mape"})
+_CATEGORICAL, _DEFAULT_LEFT = 1, 2
+_MISSING_NONE, _MISSING_ZERO, _MISSING_NAN = 0, 1, 2
+
+
+class UnsupportedModel(ValueError):
+    """The LightGBM model uses something the packed predictor does not implement."""
+
+
+@dataclass(frozen=True)
+class PackedForest:
+    """A LightGBM forest as flat arrays. Internal nodes of tree t are rows node_start[t]:node_start[t+1] (children:
+    ≥ 0 internal node of the same tree, < 0 leaf ~child); its leaves are leaf_start[t]:leaf_start[t+1]."""
+
+    feature_names: tuple[str, ...]
+    feature: np.ndarray  # (nodes,) int64 column of the input matrix
+    threshold: np.ndarray  # (nodes,) float64
+    missing: np.ndarray  # (nodes,) int8: 0 none, 1 zero, 2 NaN
+    default_left: np.ndarray  # (nodes,) bool
+    left: np.ndarray  # (nodes,) int64
+    right: np.ndarray  # (nodes,) int64
+    leaf_value: np.ndarray  # (leaves,) float64
+    node_start: np.ndarray  # (trees + 1,) int64
+    leaf_start: np.ndarray  # (trees + 1,) int64
+
+    @property
+    def n_trees(self) -> int:
+        return len(self.node_start) - 1
+
+    def with_columns(self, columns: Sequence[str]) -> "PackedForest":
+        """The same forest reading its features from a matrix whose columns are `columns` (by name)."""
+        where = {c: k for k, c in enumerate(columns)}
+        missing = [f for f in self.feature_names if f not in where]
+        if missing:
+            raise UnsupportedModel(f"the model uses feature(s) {missing} that the input matrix does not have")
+        remap = np.array([where[f] for f in self.feature_names], dtype=np.int64)
+        return PackedForest(tuple(columns), remap[self.feature] if len(self.feature) else self.feature,
+                            self.threshold, self.missing, self.default_left, self.left, self.right, self.leaf_value,
+                            self.node_start, self.leaf_start)
+
+
+def _floats(s: str) -> list[float]:
+    return [float(x) for x in s.split()]
+
+
+def _ints(s: str) -> list[int]:
+    return [int(x) for x in s.split()]
+
+
+def pack_lightgbm(model_text: str) -> PackedForest:
+    """Parse a LightGBM model text (`Booster.model_to_string()` / model.txt) into a `PackedForest`."""
+    head, sep, rest = model_text.partition("\nTree=")
+    if not sep:
+        raise UnsupportedModel("no trees in the model text")
+    header = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    if int(header.get("num_class", "1")) != 1 or int(header.get("num_tree_per_iteration", "1")) != 1:
+        raise UnsupportedModel("more than one tree per iteration (multiclass)")
+    if "average_output" in head.splitlines():
+        raise UnsupportedModel("averaged output (random forest mode)")
+    objective = header.get("objective", "").split()[0] if header.get("objective") else ""
+    if objective not in RAW_OBJECTIVES:
+        raise UnsupportedModel(f"objective {objective!r} transforms its output")
+    names = tuple(header.get("feature_names", "").split())
+    if not names:
+        raise UnsupportedModel("the model text has no feature_names")
+    body = rest.split("end of trees", 1)[0]
+    feat, thr, miss, dleft, left, right, leaves = [], [], [], [], [], [], []
+    node_start, leaf_start = [0], [0]
+    for block in ("Tree=" + body).split("\nTree="):
+        kv = dict(line.split("=", 1) for line in block.strip().splitlines() if "=" in line)
+        if "num_leaves" not in kv:
+            continue
+        if int(kv.get("num_cat", "0")) > 0:
+            raise UnsupportedModel("categorical splits")
+        if kv.get("is_linear", "0") != "0":
+            raise UnsupportedModel("linear trees")
+        n_leaves = int(kv["num_leaves"])
+        values = _floats(kv["leaf_value"])
+        if len(values) != n_leaves:
+            raise UnsupportedModel(f"tree {kv.get('Tree')}: {len(values)} leaf values for {n_leaves} leaves")
+        if n_leaves > 1:
+            dt = _ints(kv["decision_type"])
+            if any(d & _CATEGORICAL for d in dt):
+                raise UnsupportedModel("categorical splits")
+            if any((d >> 2) & 3 == _MISSING_ZERO for d in dt):
+                raise UnsupportedModel("zero-as-missing splits")
+            feat += _ints(kv["split_feature"])
+            thr += _floats(kv["threshold"])
+            miss += [(d >> 2) & 3 for d in dt]
+            dleft += [bool(d & _DEFAULT_LEFT) for d in dt]
+            left += _ints(kv["left_child"])
+            right += _ints(kv["right_child"])
+        leaves += values
+        node_start.append(len(feat))
+        leaf_start.append(len(leaves))
+    if len(node_start) == 1:
+        raise UnsupportedModel("no trees in the model text")
+    n_nodes = len(feat)
+    if not (len(thr) == len(miss) == len(left) == len(right) == n_nodes):
+        raise UnsupportedModel("inconsistent tree arrays in the model text")
+    if n_nodes and max(feat) >= len(names):
+        raise UnsupportedModel("a split uses a feature index beyond feature_names")
+    return PackedForest(
+        feature_names=names, feature=np.asarray(feat, np.int64), threshold=np.asarray(thr, np.float64),
+        missing=np.asarray(miss, np.int8), default_left=np.asarray(dleft, bool), left=np.asarray(left, np.int64),
+        right=np.asarray(right, np.int64), leaf_value=np.asarray(leaves, np.float64),
+        node_start=np.asarray(node_start, np.int64), leaf_start=np.asarray(leaf_start, np.int64))
+
+
+@dataclass(frozen=True)
+class KernelArrays:
+    """The forest as the compiled loop reads it: tree t owns nodes start[t]:start[t+1], internal nodes first
+    (from `leaf0[t]` on they are leaves, whose children are themselves); `child[2k]` is where node k sends a row that
+    fails `x <= threshold[k]`, `child[2k+1]` where it sends one that passes; a NaN goes left iff `nan_left[k]`."""
+
+    feature: np.ndarray  # (nodes,) int32
+    threshold: np.ndarray  # (nodes,) float32: the largest float32 ≤ LightGBM's double threshold
+    nan_left: np.ndarray  # (nodes,) bool
+    child: np.ndarray  # (2·nodes,) int32
+    value: np.ndarray  # (nodes,) float64: leaf value (0 for internal nodes)
+    start: np.ndarray  # (trees,) int32
+    leaf0: np.ndarray  # (trees,) int32
+
+
+def kernel_arrays(f: PackedForest) -> KernelArrays:
+    """Lay the packed forest out for the compiled loop (vectorised: no Python loop over nodes)."""
+    n_int = np.diff(f.node_start)
+    n_leaf = np.diff(f.leaf_start)
+    size = n_int + n_leaf
+    start = np.r_[0, np.cumsum(size)[:-1]].astype(np.int64)
+    leaf0 = start + n_int
+    total = int(size.sum())
+    tree_of_node = np.repeat(np.arange(f.n_trees), n_int)  # tree of each internal node, in packed order
+    node_pos = np.repeat(start, n_int) + (np.arange(len(f.feature)) - np.repeat(f.node_start[:-1], n_int))
+    leaf_pos = np.repeat(leaf0, n_leaf) + (np.arange(len(f.leaf_value)) - np.repeat(f.leaf_start[:-1], n_leaf))
+
+    def target(c: np.ndarray) -> np.ndarray:  # LightGBM child (≥0 internal, <0 ~leaf) → global node position
+        return np.where(c >= 0, start[tree_of_node] + c, leaf0[tree_of_node] + ~c)
+
+    feature = np.zeros(total, np.int32)
+    feature[node_pos] = f.feature
+    thr64 = np.full(total, np.inf)
+    thr64[node_pos] = f.threshold
+    with np.errstate(over="ignore"):
+        thr32 = thr64.astype(np.float32)
+    above = thr32.astype(np.float64) > thr64
+    thr32[above] = np.nextafter(thr32[above], np.float32(-np.inf))
+    nan_left = np.zeros(total, bool)
+    nan_left[node_pos] = np.where(f.missing == _MISSING_NAN, f.default_left, 0.0 <= f.threshold)
+    child = np.empty(2 * total, np.int32)
+    child[0::2] = child[1::2] = np.arange(total)  # leaves stay where they are
+    child[2 * node_pos] = target(f.right)
+    child[2 * node_pos + 1] = target(f.left)
+    value = np.zeros(total)
+    value[leaf_pos] = f.leaf_value
+    return KernelArrays(feature, thr32, nan_left, child, value, start.astype(np.int32), leaf0.astype(np.int32))
+
+
+def _predict_loop(X, feature, threshold, nan_left, child, value, start, leaf0, out):  # noqa: ANN001 (numba)
+    """Sum of tree outputs per row (the loop numba compiles). One tree at a time over all rows; `active` holds the
+    rows still at an internal node, compacted as they reach leaves (branch-free: rows overlap in the pipeline)."""
+    n = X.shape[0]
+    node = np.empty(n, np.int32)
+    active = np.empty(n, np.int32)
+    for r in range(n):
+        out[r] = 0.0
+    for t in range(len(start)):
+        lf = leaf0[t]
+        for r in range(n):
+            node[r] = start[t]
+            active[r] = r
+        n_active = n if lf > start[t] else 0
+        while n_active > 0:
+            kept = 0
+            for j in range(n_active):
+                r = active[j]
+                k = node[r]
+                x = X[r, feature[k]]
+                go_left = (x <= threshold[k]) | ((x != x) & nan_left[k])
+                c = child[2 * k + np.int32(go_left)]
+                node[r] = c
+                active[kept] = r
+                kept += np.int32(c < lf)
+            n_active = kept
+        for r in range(n):
+            out[r] += value[node[r]]
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_loop() -> Callable[..., np.ndarray]:
+    """The numba-compiled loop (compiled once per process; numba caches the machine code on disk)."""
+    import numba
+
+    try:
+        return numba.njit(cache=True, nogil=True)(_predict_loop)
+    except RuntimeError:  # no writable cache location (read-only install): compile in memory each process
+        return numba.njit(cache=False, nogil=True)(_predict_loop)
+
+
+class CompiledForest:
+    """`predict(X)` → raw scores (float64) equal to LightGBM's, for float32 X whose columns are the ones the forest
+    was laid out for (`PackedForest.with_columns`)."""
+
+    def __init__(self, forest: PackedForest) -> None:
+        self.forest = forest
+        k = kernel_arrays(forest)
+        self._args = (k.feature, k.threshold, k.nan_left, k.child, k.value, k.start, k.leaf0)
+        self._loop = _compiled_loop()
+        self.predict(np.zeros((2, max(len(forest.feature_names), 1)), np.float32))  # compile now, at model load
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] < len(self.forest.feature_names):
+            raise ValueError(f"expected a float32 matrix with {len(self.forest.feature_names)} columns, got "
+                             f"{X.dtype} {X.shape}")
+        return self._loop(np.ascontiguousarray(X), *self._args, np.empty(X.shape[0], np.float64))
+
+
+def compile_forest(model_text: str, columns: Sequence[str]) -> tuple[CompiledForest | None, str]:
+    """(predictor, note): the compiled predictor reading a float32 matrix with `columns`, or None and why not (the
+    caller then scores with LightGBM and should log the note)."""
+    try:
+        forest = pack_lightgbm(model_text).with_columns(columns)
+    except UnsupportedModel as e:
+        return None, f"compiled ranker unavailable ({e}); scoring with LightGBM"
+    try:
+        return CompiledForest(forest), f"ranker compiled: {forest.n_trees} trees, {len(forest.feature)} splits"
+    except ImportError as e:
+        return None, f"compiled ranker unavailable (numba not importable: {e}); scoring with LightGBM"
+    except Exception as e:  # noqa: BLE001 - a compiler failure must fall back to LightGBM, never break serving
+        return None, f"compiled ranker unavailable ({type(e).__name__}: {e}); scoring with LightGBM"
