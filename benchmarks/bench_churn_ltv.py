@@ -6,8 +6,9 @@ Datasets (each skipped with a note when unavailable):
   (the second year starts), 90-day horizon: the longest for which a validation cutoff and earlier training cutoffs
   whose label windows end before it exist inside the first year;
 - synthetic: a generated store (features.synthetic) with an oracle computed from its ground truth.
-Each task is the `member-ml evaluate` backtest (training only on cutoffs before the test cutoff) with the rule and
-BG/NBD baselines (pymc-marketing, `[bench]` extra). Stores are ingested once into data/bench/ (not committed).
+Each task is the `member-ml evaluate` backtest (training only on cutoffs before the test cutoff; with `refit` the
+final model is refitted on every cutoff whose label window ends by the test cutoff) with the rule and BG/NBD
+baselines (pymc-marketing, `[bench]` extra). Stores are ingested once into data/bench/ (not committed).
 
 Run: `python -m benchmarks.run churn_ltv` (or `python -m benchmarks.bench_churn_ltv [dataset ...]`).
 """
@@ -103,7 +104,8 @@ def run_dataset(name: str, store: Store, cutoff: str, horizon: int, *, with_orac
     ccfg = churn.load_config(None, horizon_days=horizon)
     lcfg = ltv.load_config(None, horizon_days=horizon)
     print(f"== {name}: cutoff {t.date()}, horizon {horizon} days", flush=True)
-    data = backtest.load(store, t, horizon, max_train_cutoffs=ccfg.max_train_cutoffs, every_days=ccfg.cutoff_every_days)
+    data = backtest.load(store, t, horizon, max_train_cutoffs=ccfg.max_train_cutoffs, every_days=ccfg.cutoff_every_days,
+                         refit=ccfg.refit or lcfg.refit)
     print(f"  features + labels: {time.perf_counter() - t0:.0f} s ({len(data.train)} training rows, "
           f"{len(data.test)} test members)", flush=True)
     bg = None

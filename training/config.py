@@ -53,6 +53,11 @@ class BoosterConfig(BaseModel):
     num_boost_round: int = Field(2000, ge=1)
     early_stopping_rounds: int = Field(100, ge=1)
     exclude_features: list[str] = Field(default_factory=list)
+    # refit the final model on every cutoff whose label window ends by the test cutoff (training, in-between and
+    # validation ones) with the validation-chosen rounds × refit_rounds_scale; calibration stays the one fitted on
+    # the first model's out-of-time validation margins (issue 5 lever table: checked on a nested backtest)
+    refit: bool = True
+    refit_rounds_scale: float = Field(1.0, gt=0, le=5)
     seed: int = 7
     num_threads: int = Field(1, ge=0)  # 1: OpenMP threads stall when the 2 cores are shared (0 = all cores)
     n_boot: int = Field(1000, ge=50)

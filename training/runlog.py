@@ -93,5 +93,11 @@ def train_and_record(store: Store, *, settings: Settings, cutoff: Any, horizon: 
         metrics=ev.model, baselines=ev.baselines, figures=figures(y, scores, model),
         manifest=data.manifest, manifest_frame=data.manifest_frame(label), label=label,
         backtest={"test": data.test[[*cols, label]]}, input_example=data.test[cols].head(5),
-        cutoffs=[*data.split.train, data.split.validation, t], horizon_days=cfg.horizon_days, promote=promote,
+        cutoffs=_fitted_cutoffs(data, t), horizon_days=cfg.horizon_days, promote=promote,
         notes=ev.notes)
+
+
+def _fitted_cutoffs(data: Any, test_cutoff: pd.Timestamp) -> list[pd.Timestamp]:
+    """Every cutoff the run's rows come from (training, refit-only, validation) and the test cutoff, in order."""
+    extra = [] if data.between is None else list(pd.to_datetime(data.between["cutoff"]).unique())
+    return sorted({*data.split.train, *extra, data.split.validation}) + [test_cutoff]

@@ -1,6 +1,7 @@
 """The churn model as served: LightGBM margin → calibrated probability, plus the top reasons in plain words."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightgbm as lgb
@@ -26,13 +27,22 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
 
     With `derived` (fitted BG/NBD parameters) the model adds the BG/NBD columns to the frame itself before scoring,
     so callers pass the same feature frame as always (`input_columns`).
+
+    With `aux` (a booster predicting log(1 + days to the next order), censored at the horizon) and `stack` (a, c, b),
+    the churn margin is the stacked a·margin + c·aux + b (fitted on held-out validation rows) before calibration;
+    reason codes still come from the churn booster's contributions.
     """
 
     _skip_type_hint_validation = True  # predict is called directly (serving validates at its edge): no wrapper
 
     def __init__(self, booster: lgb.Booster | None = None, spec: FeatureSpec | None = None,
-                 calibrator: Calibrator | None = None, derived: BgNbd | None = None) -> None:
+                 calibrator: Calibrator | None = None, derived: BgNbd | None = None,
+                 aux: lgb.Booster | None = None, stack: tuple[float, float, float] | None = None) -> None:
+        if (aux is None) != (stack is None):
+            raise ValueError("ChurnModel needs both `aux` and `stack` (stacking coefficients) or neither")
         self.booster = booster
+        self.aux = aux
+        self.stack = stack
         self.spec = spec
         self.calibrator = calibrator or Calibrator()
         self.derived = derived
@@ -50,6 +60,10 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
                 "calibrator": str(folder / "calibrator.json")}
         if self.derived is not None:
             arts["bgnbd"] = str(self.derived.save(folder / "bgnbd.json"))
+        if getattr(self, "aux", None) is not None:
+            self.aux.save_model(str(folder / "aux_booster.txt"))
+            (folder / "stack.json").write_text(json.dumps(list(self.stack)), encoding="utf-8")
+            arts["aux_booster"], arts["stack"] = str(folder / "aux_booster.txt"), str(folder / "stack.json")
         return arts
 
     def load_context(self, context) -> None:  # noqa: ANN001 (mlflow PythonModelContext)
@@ -58,6 +72,8 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         self.spec = FeatureSpec.load(a["spec"])
         self.calibrator = Calibrator.load(a["calibrator"])
         self.derived = BgNbd.load(a["bgnbd"]) if "bgnbd" in a else None
+        self.aux = lgb.Booster(model_file=a["aux_booster"]) if "aux_booster" in a else None
+        self.stack = tuple(json.loads(Path(a["stack"]).read_text(encoding="utf-8"))) if "stack" in a else None
         self._templates = templates_for(self.spec.columns, _horizon(self.derived))
         self.threads = 1
 
@@ -71,9 +87,18 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         derived = getattr(self, "derived", None)
         return derived.augment(frame) if derived is not None else frame
 
+    def _stacked(self, x: np.ndarray, margin: np.ndarray, threads: int) -> np.ndarray:
+        """The churn booster's margin, stacked with the time-to-next booster's prediction when there is one."""
+        if getattr(self, "aux", None) is None:
+            return margin
+        a, c, b = self.stack
+        return a * margin + c * self.aux.predict(x, num_threads=threads) + b
+
     def margin(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(self.spec.matrix(self._prepare(frame)), raw_score=True,
-                                    num_threads=threads_for(len(frame), self.threads))
+        """The (stacked) margin the calibrator maps to a probability."""
+        x = self.spec.matrix(self._prepare(frame))
+        threads = threads_for(len(frame), self.threads)
+        return self._stacked(x, self.booster.predict(x, raw_score=True, num_threads=threads), threads)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probability per row."""
@@ -84,7 +109,7 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         frame = self._prepare(frame)
         x = self.spec.matrix(frame)
         threads = threads_for(len(frame), self.threads)
-        margin = self.booster.predict(x, raw_score=True, num_threads=threads)
+        margin = self._stacked(x, self.booster.predict(x, raw_score=True, num_threads=threads), threads)
         cols = {MEMBER_ID: member_ids(frame), "churn_probability": self.calibrator(margin)}
         if params is None or params.get("reasons", True):
             contrib = self.booster.predict(x, pred_contrib=True, num_threads=threads)
