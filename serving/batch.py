@@ -23,9 +23,11 @@ parent only appends them in chunk order. Memory is bounded by (workers × 2) chu
 processes), so a run on a busy machine still says where the work goes.
 
 Every feature is a function of the member's own rows, so scoring by bucket gives exactly the whole-store values.
-One exception, documented: the replenishment estimator shrinks each member's cycle toward its category's median
-cycle and detects "regular" categories from the pairs it sees, i.e. from the bucket's members (tens of thousands at
-the default chunk size, so the medians are stable; a small store is a single bucket and exact).
+The replenishment estimator also needs the whole store's category statistics (each member's cycle is shrunk toward
+its category's median cycle; "regular" categories are detected from all the pairs): a first pass over the buckets
+computes each bucket's member × category cycles (kept beside the bucket) and their small mergeable per-category
+counts; the store's category medians come from the summed counts, and each bucket's reminders are then finished with
+them. So the reminders do not depend on the chunk size (tested), and Spark computes the same ones.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ log = logging.getLogger("member_ml.serving.batch")
 
 SCORES = "scores"
 REPLENISHMENT = "replenishment.parquet"
+CHUNK_PAIRS = "_replenishment_pairs.parquet"  # a bucket's member × category cycles, from the first pass
 MANIFEST = "manifest.json"
 MODEL_NAMES = ("churn", "ltv", "timing", "recs")
 AUTO_WORKERS_MEMBERS = 200_000  # from this many members on, chunks are scored in parallel processes by default
@@ -254,17 +257,48 @@ def activity(store: Store, as_of: pd.Timestamp, window_days: int = 365) -> pd.Da
     return out
 
 
-def replenishment_due(model: Any, store: Store, as_of: pd.Timestamp,
-                      items: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The timing champion's replenishment cycles for the chunk: (reminder pairs, per-member soonest due)."""
+def _chunk_orders(store: Store) -> pd.DataFrame:
+    cols = [c for c in (MEMBER_ID, "ordered_at", "category", "item_id", "status")]
+    return pd.read_parquet(store.table_path("orders"), columns=cols)
+
+
+def splits_replenishment(model: Any) -> bool:
+    """Whether the timing model has the estimator in parts (models logged before that estimate per chunk)."""
+    return all(hasattr(model, a) for a in ("replenishment_pairs", "replenishment_counts", "replenishment_categories",
+                                           "replenishment_finish"))
+
+
+def chunk_replenishment_counts(model: Any, store: Store, as_of: pd.Timestamp,
+                               items: pd.DataFrame | None) -> pd.DataFrame:
+    """First pass over one bucket: its member × category cycles (written beside it, `CHUNK_PAIRS`, for
+    `replenishment_due`) and their mergeable per-category counts (returned)."""
+    pairs = model.replenishment_pairs(_chunk_orders(store), as_of, items=items)
+    pairs.to_parquet(Path(store.path) / CHUNK_PAIRS, index=False)
+    return model.replenishment_counts(pairs)
+
+
+def replenishment_due(model: Any, store: Store, as_of: pd.Timestamp, items: pd.DataFrame | None,
+                      categories: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The timing champion's replenishment cycles for the chunk: (reminder pairs, per-member soonest due).
+    With the store's `categories` (category stats), the bucket's cycles of the first pass are finished with them."""
     estimate = getattr(model, "replenishment", None)
     empty = pd.DataFrame({MEMBER_ID: pd.Series([], dtype="string")})
     if estimate is None:
         return pd.DataFrame(), empty
-    cols = [c for c in (MEMBER_ID, "ordered_at", "category", "item_id", "status")]
-    orders = pd.read_parquet(store.table_path("orders"), columns=cols)
-    cycles = estimate(orders, as_of, items=items)
+    cached = Path(store.path) / CHUNK_PAIRS
+    if categories is not None and cached.exists():
+        cycles = model.replenishment_finish(pd.read_parquet(cached), categories, as_of, items=items)
+    elif categories is not None:
+        cycles = estimate(_chunk_orders(store), as_of, items=items, categories=categories)
+    else:
+        cycles = estimate(_chunk_orders(store), as_of, items=items)
     pairs = cycles[cycles["reminder"].astype(bool)].reset_index(drop=True)
+    return pairs, due_summary(pairs)
+
+
+def due_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per member of the reminder `pairs`, the soonest reminder due from 7 days ago on: member_id,
+    next_due_category, next_due_at, days_until_due, due_cycle_days (ties by category)."""
     upcoming = pairs[pairs["days_until_due"] >= -7].sort_values(["days_until_due", "category"], kind="mergesort")
     first = upcoming.drop_duplicates(MEMBER_ID)
     summary = pd.DataFrame({
@@ -274,12 +308,14 @@ def replenishment_due(model: Any, store: Store, as_of: pd.Timestamp,
         "days_until_due": first["days_until_due"].astype("float64").to_numpy(),
         "due_cycle_days": first["due_cycle_days"].astype("float64").to_numpy(),
     })
-    return pairs, summary
+    return summary
 
 
 def score_chunk(chunk: Store, as_of: pd.Timestamp, models: ModelSet, *, top_n: int = 10, top_reasons: int = 3,
-                items: pd.DataFrame | None = None, timings: Timings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score every member of one (small) store: (one row per member, replenishment reminder pairs).
+                items: pd.DataFrame | None = None, timings: Timings | None = None,
+                categories: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every member of one (small) store: (one row per member, replenishment reminder pairs); `categories`
+    = the whole store's replenishment category stats (None: the chunk's own).
 
     The recommendation lists come as Arrow list columns (built without per-member Python lists); the churn reasons
     as Python lists. Both write to the same Parquet list columns."""
@@ -331,7 +367,7 @@ def score_chunk(chunk: Store, as_of: pd.Timestamp, models: ModelSet, *, top_n: i
         with tm.stage("timing"):
             out = _join(out, timing_columns(m.python_model, feats, as_of))
         with tm.stage("replenishment"):
-            pairs, due = replenishment_due(m.python_model, chunk, as_of, items)
+            pairs, due = replenishment_due(m.python_model, chunk, as_of, items, categories)
             out = _join(out, due)
     if (m := models.get("recs")) is not None:
         member_ids = ids.tolist()
@@ -378,13 +414,43 @@ def _ready() -> int:
     return os.getpid()
 
 
+def _counts_in_worker(path: str, as_of: pd.Timestamp) -> tuple[pd.DataFrame, Timings]:
+    """`chunk_replenishment_counts` of one chunk in a worker."""
+    tm = Timings()
+    t = time.perf_counter()
+    with tm.stage("replenishment"):
+        counts = chunk_replenishment_counts(_WORKER["models"].get("timing").python_model, Store(path), as_of,
+                                            _WORKER["items"])
+    tm.models += time.perf_counter() - t
+    return counts, tm
+
+
+def replenishment_categories(chunks: list[Store], as_of: pd.Timestamp, model: Any, items: pd.DataFrame | None,
+                             pool: Any, timings: Timings) -> pd.DataFrame:
+    """First pass: every bucket's cycles (kept beside it) → summed counts → the store's category stats."""
+    if pool is None:
+        counts = []
+        for chunk in chunks:
+            t = time.perf_counter()
+            with timings.stage("replenishment"):
+                counts.append(chunk_replenishment_counts(model, chunk, as_of, items))
+            timings.models += time.perf_counter() - t
+    else:
+        counts = []
+        for c, tm in pool.map(_counts_in_worker, [str(ch.path) for ch in chunks], [as_of] * len(chunks)):
+            counts.append(c)
+            timings.merge(tm)
+    return model.replenishment_categories(pd.concat(counts, ignore_index=True))
+
+
 def _score_in_worker(path: str, as_of: pd.Timestamp, top_n: int, top_reasons: int,
-                     fmt: Literal["parquet", "csv"]) -> tuple[Any, Any, Timings]:
+                     fmt: Literal["parquet", "csv"],
+                     categories: pd.DataFrame | None = None) -> tuple[Any, Any, Timings]:
     """Score one chunk in a worker and hand back Arrow tables (ready to write; cheap to send between processes,
     unlike DataFrames of Python lists), so the parent only appends them to the output files."""
     tm = Timings()
     rows, pairs = score_chunk(Store(path), as_of, _WORKER["models"], top_n=top_n, top_reasons=top_reasons,
-                              items=_WORKER["items"], timings=tm)
+                              items=_WORKER["items"], timings=tm, categories=categories)
     shutil.rmtree(path, ignore_errors=True)
     t = time.perf_counter()
     with tm.stage("to_arrow"):
@@ -420,13 +486,14 @@ def start_pool(workers: int, models: ModelSet, tracking_uri: str | None, items: 
 
 def _scored_chunks(chunks: list[Store], as_of: pd.Timestamp, models: ModelSet, pool: Any, workers: int, *,
                    top_n: int, top_reasons: int, items: pd.DataFrame | None, fmt: Literal["parquet", "csv"],
-                   timings: Timings):  # noqa: ANN202 - a generator of (rows, pairs, worker timings or None)
+                   timings: Timings, categories: pd.DataFrame | None = None):  # noqa: ANN202 - a generator of
+    # (rows, pairs, worker timings or None)
     """Score the chunks in order: in this process without a `pool` (rows and pairs as DataFrames), else in the
     pool's processes (as Arrow tables; at most two chunks in flight per worker, so memory stays bounded)."""
     if pool is None:
         for chunk in chunks:
             rows, pairs = score_chunk(chunk, as_of, models, top_n=top_n, top_reasons=top_reasons, items=items,
-                                      timings=timings)
+                                      timings=timings, categories=categories)
             shutil.rmtree(chunk.path, ignore_errors=True)
             yield rows, pairs, None
         return
@@ -435,14 +502,15 @@ def _scored_chunks(chunks: list[Store], as_of: pd.Timestamp, models: ModelSet, p
     pending: deque = deque()
     todo = iter(chunks)
     for chunk in todo:
-        pending.append(pool.submit(_score_in_worker, str(chunk.path), as_of, top_n, top_reasons, fmt))
+        pending.append(pool.submit(_score_in_worker, str(chunk.path), as_of, top_n, top_reasons, fmt, categories))
         if len(pending) >= 2 * workers:
             break
     while pending:
         rows, pairs, tm = pending.popleft().result()
         nxt = next(todo, None)
         if nxt is not None:
-            pending.append(pool.submit(_score_in_worker, str(nxt.path), as_of, top_n, top_reasons, fmt))
+            pending.append(pool.submit(_score_in_worker, str(nxt.path), as_of, top_n, top_reasons, fmt,
+                                       categories))
         yield rows, pairs, tm
 
 
@@ -575,10 +643,14 @@ def score_store(store: Store, as_of: object, out: Path, models: ModelSet, *, fmt
             chunks = partition_store(store, t, buckets, work)
         tm.partition = time.perf_counter() - t0
         tm.features += tm.partition
+        categories = None
+        if (timing := models.get("timing")) is not None and splits_replenishment(timing.python_model):
+            categories = replenishment_categories(chunks, t, timing.python_model, items, pool, tm)
         if progress:
             progress(0, n_est)
         for rows, pairs, chunk_tm in _scored_chunks(chunks, t, models, pool, n_workers, top_n=top_n,
-                                                    top_reasons=top_reasons, items=items, fmt=fmt, timings=tm):
+                                                    top_reasons=top_reasons, items=items, fmt=fmt, timings=tm,
+                                                    categories=categories):
             tw = time.perf_counter()
             with tm.stage("write", wall=False):
                 if len(rows):

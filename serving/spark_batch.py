@@ -2,7 +2,8 @@
 `serving.batch.score_store`, for stores that outgrow one machine.
 
 `spark_score_store(spark, store, as_of, out, models)` writes `out/scores/` (Parquet, partitioned by
-`value_segment` by default) and `out/manifest.json`. The stages:
+`value_segment` by default), `out/replenishment.parquet/` (the reminder pairs, Parquet part files: the local batch's
+`replenishment.parquet` columns, read the same way) and `out/manifest.json`. The stages:
 
 1. **Features and loyalty ledger**: `features.spark_features.spark_features`: the feature plan of
    features/definitions (the DuckDB SQL, transpiled by sqlglot) into a Spark DataFrame, never collected, and
@@ -15,15 +16,21 @@
    (`churn_columns`, `ltv_columns`, `timing_columns`: the functions behind /score and the local batch). The timing
    model runs here rather than in a spark_udf: it needs the as-of date, its logged signature has no params schema
    and `spark_udf` drops every column outside the signature, so the date would never reach it.
-5. **Write**: Spark writes the scores into a temporary folder beside `out`; the manifest is added and only then the
+5. **Replenishment reminders** (`_replenishment_frames`): the timing champion's estimator in its parts, as the
+   local batch runs it over its buckets: member × category cycles per member bucket (`applyInPandas`), their
+   per-category counts summed by Spark and turned into the store's category medians on the driver (the model's
+   own functions), then the reminders finished per bucket and each member's soonest one (`serving.batch.due_summary`)
+   joined onto the scores. Equal to the local batch's reminders (tested), whatever the number of buckets.
+6. **Write**: Spark writes the scores into a temporary folder beside `out`; the manifest is added and only then the
    folder is renamed to `out` (`serving.batch.replace_dir`): an interrupted run leaves no partial output. (On an object
    store, where rename is not atomic, point `out` at HDFS/NFS or use a table format's commit instead.)
 
 Models run in the executors' Python workers: the recs and timing models are shipped with MLflow's own
 `SparkModelCache` (the mechanism `spark_udf` uses: the model folder zipped and added to the Spark context, loaded
-once per worker process). The scores are those of `score_store` on the same store (tests/test_spark_batch.py) except
-for the columns this engine does not produce yet (`MISSING_COLUMNS`: the replenishment reminders, which the local
-batch derives per chunk).
+once per worker process). The scores and reminders are those of `score_store` on the same store
+(tests/test_spark_batch.py); `MISSING_COLUMNS` (empty) would name any score column this engine does not produce, and
+a timing champion logged before the estimator came in parts (no `replenishment_pairs`) leaves the due columns out,
+listed in the manifest's `missing_columns`.
 
 The activity columns (`active_hour`, `active_actions`, `profile_completed`) come from the local batch's own query,
 `serving.batch.activity_sql`, transpiled by sqlglot and run over the engine's conformed `orders`/`events` views, then
@@ -44,13 +51,29 @@ import pandas as pd
 from features.contract import MEMBER_ID
 from features.spark_features import BUCKET, LOYALTY_TYPES, pandas_dtypes, spark_features
 from features.store import Store
-from serving.batch import FEATURE_COLUMNS, MANIFEST, BatchError, replace_dir
+from serving.batch import FEATURE_COLUMNS, MANIFEST, BatchError, replace_dir, splits_replenishment
 from serving.compose import RECS_LISTS, churn_columns, ltv_columns, recs_columns, recommend_frame, timing_columns
 from serving.models import ModelSet
 
 SCORES_DIR = "scores"
-#: score columns of the local batch that the Spark engine does not produce (yet)
-MISSING_COLUMNS = ("next_due_category", "next_due_at", "days_until_due", "due_cycle_days")
+#: score columns of the local batch that the Spark engine does not produce (none since the replenishment reminders
+#: run here too; kept so the manifest and the parity test name any future gap)
+MISSING_COLUMNS: tuple[str, ...] = ()
+#: Spark types of the replenishment estimator's frames (`member_pyfunc.replenishment`: PAIR_COLUMNS, CYCLE_COLUMNS)
+PAIR_TYPES: dict[str, str] = {
+    "member_id": "string", "category": "string", "n_purchases": "bigint", "first_purchase_at": "timestamp_ntz",
+    "last_purchase_at": "timestamp_ntz", "cycle_days": "double", "spread_days": "double", "cycle_cv": "double",
+    "is_regular": "boolean", "n_gaps": "bigint",
+}
+CYCLE_TYPES: dict[str, str] = {
+    **{k: v for k, v in PAIR_TYPES.items() if k not in ("is_regular", "n_gaps")},
+    "due_cycle_days": "double", "due_at": "timestamp_ntz", "remind_at": "timestamp_ntz", "days_until_due": "double",
+    "is_regular": "boolean", "is_consumable": "boolean", "category_regular": "boolean", "lapsed": "boolean",
+    "reminder": "boolean", "as_of": "timestamp_ntz",
+}
+#: the per-member soonest reminder joined onto the scores (serving.batch.due_summary's columns)
+DUE_COLUMNS = ("next_due_category", "next_due_at", "days_until_due", "due_cycle_days")
+REPLENISHMENT = "replenishment.parquet"  # a folder of part files here; pandas/pyarrow read it as one table
 
 
 class _Replay:
@@ -107,6 +130,73 @@ def _recs_frame(spark: Any, eng: Any, tables: frozenset[str], ids: Any, t: pd.Ti
 
     return rows.groupBy(BUCKET).applyInPandas(
         recs, f"{MEMBER_ID} string, rec_items array<string>, rec_scores array<double>, rec_reasons array<string>")
+
+
+def _spark_schema(types: dict[str, str]) -> str:
+    return ", ".join(f"`{c}` {t}" for c, t in types.items())
+
+
+def _typed(pdf: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """`pdf`'s `types` columns with the dtypes the local batch reads them with (strings, µs timestamps)."""
+    out = pdf[list(types)].reset_index(drop=True)
+    for c, t in types.items():
+        if t == "string":
+            out[c] = out[c].astype("string")
+        elif t == "timestamp_ntz":
+            out[c] = pd.to_datetime(out[c]).astype("datetime64[us]")
+    return out
+
+
+def _replenishment_frames(spark: Any, store: Store, t: pd.Timestamp, model: Any, archive: str,
+                          buckets: int) -> tuple[Any, Any]:
+    """The timing champion's replenishment reminders on Spark, exactly as `serving.batch` computes them:
+    (reminder pairs with `CYCLE_TYPES` columns, per-member soonest due with member_id + `DUE_COLUMNS`).
+
+    1. per member bucket (`applyInPandas`): the model's member-local cycles (`replenishment_pairs`) from the raw
+       order lines, as the local batch reads its bucket's; materialized once (`localCheckpoint`);
+    2. their per-category counts (`groupBy().count()`: small, collected) → the store's category stats on the driver
+       with the model's own `replenishment_categories`;
+    3. per member bucket again: `replenishment_finish` with those stats, the reminders kept, and the member's
+       soonest one marked by `serving.batch.due_summary` (the function the local batch uses)."""
+    import pyspark.sql.functions as F
+
+    from serving.batch import due_summary
+
+    items = store.read_optional("items")
+    raw = spark.read.parquet(str(store.table_path("orders")))
+    cols = [c for c in (MEMBER_ID, "ordered_at", "category", "item_id", "status") if c in raw.columns]
+    lines = (raw.select(*cols)
+             .where(F.expr(f"ordered_at < TIMESTAMP '{t.isoformat(sep=' ')}'") & F.col(MEMBER_ID).isNotNull())
+             .withColumn(BUCKET, F.expr(f"pmod(xxhash64({MEMBER_ID}), {int(buckets)})")))
+    order_types = {c: ("timestamp_ntz" if c == "ordered_at" else "string") for c in cols}
+
+    def pairs_of(pdf: pd.DataFrame) -> pd.DataFrame:
+        m = _worker_model(archive)
+        return _typed(m.replenishment_pairs(_typed(pdf, order_types), t, items=items), PAIR_TYPES)
+
+    pairs = lines.groupBy(BUCKET).applyInPandas(pairs_of, _spark_schema(PAIR_TYPES)).localCheckpoint(eager=True)
+    counts = (pairs.groupBy("category", "cycle_days", "is_regular").agg(F.count(F.lit(1)).alias("pairs"))
+              .toPandas())
+    categories = model.replenishment_categories(counts)
+
+    def finish(pdf: pd.DataFrame) -> pd.DataFrame:
+        m = _worker_model(archive)
+        cycles = m.replenishment_finish(_typed(pdf, PAIR_TYPES), categories, t, items=items)
+        rem = _typed(cycles[cycles["reminder"].astype(bool)], CYCLE_TYPES)
+        due = due_summary(rem)
+        key = rem[MEMBER_ID].astype(str) + "\x00" + rem["category"].astype(str)
+        nxt = set(due[MEMBER_ID].astype(str) + "\x00" + due["next_due_category"].astype(str))
+        for c in ("is_regular", "is_consumable", "category_regular"):  # nullable booleans → object with None
+            rem[c] = rem[c].astype(object).where(rem[c].notna(), None)
+        return rem.assign(_next=key.isin(nxt).to_numpy())
+
+    rem = (pairs.withColumn(BUCKET, F.expr(f"pmod(xxhash64({MEMBER_ID}), {int(buckets)})"))
+           .groupBy(BUCKET).applyInPandas(finish, _spark_schema(CYCLE_TYPES) + ", _next boolean")
+           .localCheckpoint(eager=True))
+    pairs.unpersist()
+    due = rem.where(F.col("_next")).select(MEMBER_ID, F.col("category").alias("next_due_category"),
+                                            F.col("due_at").alias("next_due_at"), "days_until_due", "due_cycle_days")
+    return rem.drop("_next"), due
 
 
 def _model_inputs(name: str, version: str) -> list[str]:
@@ -210,6 +300,16 @@ def spark_score_store(spark: Any, store: Store, as_of: object, out: Path, models
                            ("rec_reasons", "array<string>")):
                 scores = scores.withColumn(c, F.coalesce(F.col(c), F.expr(f"CAST(array() AS {typ})")))
         scores = _with_activity(spark, scores, sf.tables, t)
+        reminders = None
+        if timing_archive is not None and splits_replenishment(models.get("timing").python_model):
+            reminders, due = _replenishment_frames(spark, store, t, models.get("timing").python_model,
+                                                   timing_archive, sf.buckets)
+            scores = scores.join(due, MEMBER_ID, "left")
+            missing = list(MISSING_COLUMNS)
+        elif timing_archive is not None:  # a timing model logged before the estimator came in parts
+            missing = list(DUE_COLUMNS)
+        else:
+            missing = list(MISSING_COLUMNS)
         seconds["models"] = time.perf_counter() - t1  # lazy until written: the write below runs the models
 
         t2 = time.perf_counter()
@@ -220,17 +320,22 @@ def spark_score_store(spark: Any, store: Store, as_of: object, out: Path, models
             if partition_by:
                 writer = writer.partitionBy(*partition_by)
             writer.parquet(str(tmp / SCORES_DIR))
+            if reminders is not None:
+                reminders.write.mode("errorifexists").parquet(str(tmp / REPLENISHMENT))
         finally:
             if old is not None:
                 spark.conf.set("spark.sql.parquet.outputTimestampType", old)
         members = spark.read.parquet(str(tmp / SCORES_DIR)).count()
+        n_pairs = spark.read.parquet(str(tmp / REPLENISHMENT)).count() if reminders is not None else None
         seconds["write_and_models"] = time.perf_counter() - t2
         total = time.perf_counter() - started
         manifest = {
             "engine": "spark", "spark_master": spark.sparkContext.master, "spark_version": spark.version,
-            "as_of": t.isoformat(), "members": int(members), "replenishment_pairs": None,
-            "format": "parquet", "files": {"scores": SCORES_DIR, "replenishment": None},
-            "partition_by": list(partition_by), "missing_columns": list(MISSING_COLUMNS),
+            "as_of": t.isoformat(), "members": int(members),
+            "replenishment_pairs": None if n_pairs is None else int(n_pairs),
+            "format": "parquet",
+            "files": {"scores": SCORES_DIR, "replenishment": REPLENISHMENT if reminders is not None else None},
+            "partition_by": list(partition_by), "missing_columns": missing,
             "models": {k: {"version": v.version, "run_id": v.run_id} for k, v in models.loaded.items()},
             "unavailable_models": dict(models.unavailable), "top_n": top_n, "chunk_size": chunk_size,
             "buckets": sf.buckets, "feature_version": FEATURE_VERSION, "source": source_fingerprint(store),

@@ -85,6 +85,47 @@ def test_spark_scores_equal_local_batch(scored: dict) -> None:
     assert sp["active_hour"].nunique() > 3 and (sp["active_actions"] > 0).sum() > 100
     assert sp["profile_completed"].astype("boolean").notna().all()
     assert 0 < sp["profile_completed"].astype(bool).sum() < len(sp)
+    # the replenishment columns (soonest reminder per member) were compared above, and are real
+    assert manifest["missing_columns"] == [] and sp["next_due_category"].notna().sum() > 20
+    assert sp["due_cycle_days"].nunique() > 10
+
+
+def test_spark_replenishment_equals_local_batch(scored: dict) -> None:
+    """The reminder pairs (member × category) on Spark (3 member buckets, store-wide category stats from summed
+    counts) equal the local batch's (one bucket), column for column."""
+    from serving.batch import read_replenishment
+    from serving.spark_batch import CYCLE_TYPES
+    from training.member_pyfunc.replenishment import CYCLE_COLUMNS
+
+    assert tuple(CYCLE_TYPES) == CYCLE_COLUMNS
+    sp, lo = read_replenishment(scored["spark"]), read_replenishment(scored["local"])
+    manifest = json.loads((scored["spark"] / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["replenishment_pairs"] == len(sp) == len(lo) > 20
+    assert list(sp.columns) == list(CYCLE_COLUMNS) and sp["reminder"].all()
+    key = ["member_id", "category"]
+    sp = sp.astype({k: "string" for k in key}).set_index(key).sort_index()
+    lo = lo.astype({k: "string" for k in key}).set_index(key).sort_index()
+    assert sp.index.equals(lo.index)
+    for c in sp.columns:
+        _equal_columns(sp[c], lo[c], c)
+    assert sp["due_cycle_days"].nunique() > 10 and sp["category_regular"].notna().any()
+
+
+def test_local_reminders_do_not_depend_on_the_chunk_size(scored: dict) -> None:
+    """The local batch in 3 buckets (a first pass sums each bucket's category counts) gives the one-bucket
+    reminders exactly: the category medians are the store's, not the bucket's."""
+    from serving.batch import read_replenishment, read_scores, score_store
+
+    out = scored["folder"] / "local_chunked"
+    m = score_store(Store(scored["store"]), AS_OF, out, scored["models"], workers=1, chunk_size=120)
+    assert m["chunks"] == 3
+    a, b = read_replenishment(out), read_replenishment(scored["local"])
+    key = ["member_id", "category"]
+    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
+    sa = read_scores(out)[0].set_index("member_id").sort_index()
+    sb = read_scores(scored["local"])[0].set_index("member_id").sort_index()
+    for c in ("next_due_category", "next_due_at", "days_until_due", "due_cycle_days"):
+        _equal_columns(sa[c], sb[c], c)
 
 
 def test_parity_comparison_catches_a_difference(scored: dict) -> None:
@@ -133,10 +174,16 @@ def test_failed_run_keeps_previous_output(spark, scored: dict) -> None:
 def test_campaign_build_reads_spark_scores(scored: dict, tmp_path: Path) -> None:
     from member_ml.cli import app
 
-    res = CliRunner().invoke(app, ["campaign", "build", "--scores", str(scored["spark"]), "--out",
-                                   str(tmp_path / "campaign")])
-    assert res.exit_code == 0, res.output
-    assert any((tmp_path / "campaign").glob("*.parquet"))
+    summaries = {}
+    for engine in ("spark", "local"):
+        res = CliRunner().invoke(app, ["campaign", "build", "--scores", str(scored[engine]), "--out",
+                                       str(tmp_path / engine)])
+        assert res.exit_code == 0, res.output
+        summaries[engine] = pd.read_parquet(tmp_path / engine / "summary.parquet").set_index("audience")
+    # the replenishment audience is built from the Spark reminders too, and equals the local one
+    rep = summaries["spark"]["kind"] == "replenishment"
+    assert rep.any() and (summaries["spark"].loc[rep, "eligible"] > 0).all()
+    assert summaries["spark"]["eligible"].equals(summaries["local"]["eligible"])
 
 
 def test_features_cli_on_spark_equals_duckdb(spark, scored: dict, tmp_path: Path) -> None:

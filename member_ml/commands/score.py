@@ -123,5 +123,7 @@ def _score_on_spark(store, as_of: str, out: Path, models, *, top_n: int, chunk_s
         "members": manifest["members"], "as_of": manifest["as_of"][:10],
         "models": ", ".join(f"{k} v{v['version']}" for k, v in manifest["models"].items()),
         "master": manifest["spark_master"], "seconds": sec["total"], "members/s": manifest["members_per_second"]}]))
-    c.print(f"written [bold]{out}[/] (scores/ partitioned by {', '.join(manifest['partition_by'])}, manifest.json); "
-            f"not produced on Spark: {', '.join(manifest['missing_columns'])}")
+    missing = manifest["missing_columns"]
+    c.print(f"written [bold]{out}[/] (scores/ partitioned by {', '.join(manifest['partition_by'])}, "
+            f"{manifest['files']['replenishment'] or 'no replenishment'} with {manifest['replenishment_pairs'] or 0:,} "
+            "reminder pairs, manifest.json)" + (f"; not produced on Spark: {', '.join(missing)}" if missing else ""))

@@ -22,6 +22,12 @@ Estimator, per member × category:
 - `is_regular` when cv ≤ regular_cv_max; a category is *consumable* when the items table flags its items
   (is_consumable), else *detected regular* when enough of its pairs are regular; `lapsed` when overdue by more than
   a whole cycle; `reminder` = a regular, not lapsed pair in a consumable (or, lacking item flags, regular) category.
+
+The category median cycle and the "detected regular" share are the only statistics across members: over the whole
+store, whoever computes them. `estimate_cycles` on one frame of orders is `pair_cycles` (member-local) →
+`category_counts` → `category_stats` → `finish_cycles`; batch scoring runs the same parts over member chunks (local
+buckets or Spark partitions), sums the small per-category counts, and finishes every chunk with the store's stats:
+the same rows as one call on the whole store, whatever the chunking.
 """
 from __future__ import annotations
 
@@ -43,6 +49,14 @@ CYCLE_COLUMNS: tuple[str, ...] = (
     "cycle_cv", "due_cycle_days", "due_at", "remind_at", "days_until_due", "is_regular", "is_consumable",
     "category_regular", "lapsed", "reminder", "as_of",
 )
+#: Columns of `pair_cycles` (the member-local statistics of each pair).
+PAIR_COLUMNS: tuple[str, ...] = (
+    MEMBER_ID, CATEGORY, "n_purchases", "first_purchase_at", "last_purchase_at", "cycle_days", "spread_days",
+    "cycle_cv", "is_regular", "n_gaps",
+)
+#: Columns of `category_counts` (mergeable across member chunks) and of `category_stats`.
+COUNT_COLUMNS: tuple[str, ...] = (CATEGORY, "cycle_days", "is_regular", "pairs")
+CATEGORY_COLUMNS: tuple[str, ...] = (CATEGORY, "n_pairs", "regular_share", "median_log_cycle")
 _MAD_TO_SD = 1.4826
 
 
@@ -160,21 +174,16 @@ def _merge_topups(d: pd.DataFrame, fraction: float, passes: int) -> pd.DataFrame
     return d
 
 
-def estimate_cycles(orders: pd.DataFrame, as_of: Any, *, items: pd.DataFrame | None = None,
-                    params: ReplenishmentParams | Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Cycle, spread, due date and reminder flag per member × category with ≥ `min_purchases` purchase days before
-    `as_of` (paid lines only; rows at or after `as_of` are never read).
+def pair_cycles(orders: pd.DataFrame, as_of: Any, *, items: pd.DataFrame | None = None,
+                params: ReplenishmentParams | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The member-local part of the estimator: one row per member × category with ≥ `min_purchases` purchase days
+    before `as_of` (`PAIR_COLUMNS`: counts, dates, cycle, spread, cv, is_regular, n_gaps), in no particular order.
 
-    `orders` needs member_id and ordered_at, and category (or item_id with an `items` table giving the category);
-    `status` is optional (absent = paid). `items` (optional) gives category by item_id and is_consumable.
-    Returns the columns of `CYCLE_COLUMNS`, one row per pair, sorted by member_id then category.
-    """
+    Each row depends on that member's own lines only, so any split of the members (chunks, Spark partitions) gives
+    the same rows; what crosses members (the category medians and regular shares) is `category_counts` →
+    `category_stats`, and `finish_cycles` applies it."""
     p = ReplenishmentParams.from_any(params)
-    as_of = pd.Timestamp(as_of)
-    if pd.isna(as_of):
-        raise ValueError("as_of must be a date, got NaT")
-    if as_of.tzinfo is not None:
-        as_of = as_of.tz_convert(None)
+    as_of = _as_of(as_of)
     d = _gaps(_purchase_days(orders, as_of, items), p.min_gap_days)
     g = d.groupby("gid", sort=True)
     stats = pd.DataFrame({
@@ -190,12 +199,108 @@ def estimate_cycles(orders: pd.DataFrame, as_of: Any, *, items: pd.DataFrame | N
     stats["spread_days"] = _MAD_TO_SD * dev.groupby(d["gid"]).median()
     stats = stats.reset_index(drop=True)
     stats["cycle_cv"] = stats["spread_days"] / stats["cycle_days"]
-    stats["is_regular"] = stats["cycle_cv"] <= p.regular_cv_max
-    by_cat = stats.groupby(CATEGORY)["is_regular"].agg(["size", "mean"])
-    cat_regular = (by_cat["size"] >= p.category_min_pairs) & (by_cat["mean"] >= p.category_regular_share)
-    stats["category_regular"] = stats[CATEGORY].map(cat_regular).astype("boolean")
-    stats["is_consumable"] = stats[CATEGORY].map(_consumable_categories(items, p)).astype("boolean")
-    return _finish(stats, as_of, p)
+    stats["is_regular"] = (stats["cycle_cv"] <= p.regular_cv_max).astype(bool)
+    stats[MEMBER_ID] = stats[MEMBER_ID].astype("string")
+    stats[CATEGORY] = stats[CATEGORY].astype("string")
+    stats["n_purchases"] = stats["n_purchases"].astype("int64")
+    stats["n_gaps"] = stats["n_gaps"].astype("int64")
+    for c in ("first_purchase_at", "last_purchase_at"):
+        stats[c] = stats[c].astype("datetime64[us]")
+    for c in ("cycle_days", "spread_days", "cycle_cv"):
+        stats[c] = stats[c].astype("float64")
+    return stats[list(PAIR_COLUMNS)]
+
+
+def category_counts(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Pairs per category × cycle_days × is_regular (`COUNT_COLUMNS`): the one aggregate across members, and a
+    mergeable one: counts of several member chunks add up (sum `pairs` by the other columns) to the whole store's.
+    Small, since a cycle is a median of whole-day gaps (a multiple of half a day)."""
+    _check_columns(pairs, (CATEGORY, "cycle_days", "is_regular"), "pairs")
+    g = pairs.groupby([pairs[CATEGORY].astype("string"), pairs["cycle_days"].astype("float64"),
+                       pairs["is_regular"].astype(bool)], dropna=False, sort=True).size()
+    out = g.rename("pairs").reset_index()
+    out["pairs"] = out["pairs"].astype("int64")
+    return out[list(COUNT_COLUMNS)]
+
+
+def category_stats(counts: pd.DataFrame) -> pd.DataFrame:
+    """Per category (`CATEGORY_COLUMNS`): pairs, share of regular pairs and the median of log(cycle_days) over its
+    pairs, exactly, from `category_counts` of all the members (merged: counts with equal keys are summed first)."""
+    _check_columns(counts, COUNT_COLUMNS, "category counts")
+    c = counts.groupby([counts[CATEGORY].astype("string"), counts["cycle_days"].astype("float64"),
+                        counts["is_regular"].astype(bool)], dropna=False, sort=True)["pairs"].sum().reset_index()
+    c = c[c[CATEGORY].notna()]
+    if c.empty:
+        return pd.DataFrame({CATEGORY: pd.Series([], dtype="string"), "n_pairs": pd.Series([], dtype="int64"),
+                             "regular_share": pd.Series([], dtype="float64"),
+                             "median_log_cycle": pd.Series([], dtype="float64")})
+    regular = c["pairs"].where(c["is_regular"], 0).groupby(c[CATEGORY]).sum()
+    n_pairs = c.groupby(CATEGORY)["pairs"].sum()
+    # the median over pairs with a cycle (as a median over the pairs would skip NaN): the value at the middle
+    # position(s) of each category's cycles in ascending order, averaged on the log scale when there are two
+    v = c[c["cycle_days"].notna()].groupby([CATEGORY, "cycle_days"], sort=True)["pairs"].sum().reset_index()
+    v = v.sort_values([CATEGORY, "cycle_days"], kind="mergesort").reset_index(drop=True)
+    end = v.groupby(CATEGORY)["pairs"].cumsum()
+    start = end - v["pairs"]
+    n = v[CATEGORY].map(v.groupby(CATEGORY)["pairs"].sum())
+    log_v = np.log(v["cycle_days"].to_numpy(dtype="float64"))
+    lo_pos, hi_pos = (n - 1) // 2, n // 2
+    lo = pd.Series(log_v[((start <= lo_pos) & (lo_pos < end)).to_numpy()],
+                   index=v.loc[(start <= lo_pos) & (lo_pos < end), CATEGORY].to_numpy())
+    hi = pd.Series(log_v[((start <= hi_pos) & (hi_pos < end)).to_numpy()],
+                   index=v.loc[(start <= hi_pos) & (hi_pos < end), CATEGORY].to_numpy())
+    out = pd.DataFrame({CATEGORY: n_pairs.index.astype("string"), "n_pairs": n_pairs.to_numpy(dtype="int64")})
+    out["regular_share"] = (regular.reindex(n_pairs.index).to_numpy(dtype="float64")
+                            / out["n_pairs"].to_numpy(dtype="float64"))
+    out["median_log_cycle"] = ((lo.reindex(n_pairs.index).to_numpy(dtype="float64")
+                                + hi.reindex(n_pairs.index).to_numpy(dtype="float64")) / 2)
+    return out[list(CATEGORY_COLUMNS)].reset_index(drop=True)
+
+
+def finish_cycles(pairs: pd.DataFrame, categories: pd.DataFrame, as_of: Any, *, items: pd.DataFrame | None = None,
+                  params: ReplenishmentParams | Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """`CYCLE_COLUMNS` for the rows of `pair_cycles`, given the store's `category_stats`: the due cycle shrunk
+    toward the category's median, the category's regular/consumable flags, due dates and reminders. Row-wise, so
+    any split of the pairs gives the same rows; a category absent from `categories` is not shrunk and not
+    detected regular."""
+    p = ReplenishmentParams.from_any(params)
+    as_of = _as_of(as_of)
+    _check_columns(pairs, PAIR_COLUMNS, "pairs")
+    _check_columns(categories, CATEGORY_COLUMNS, "category stats")
+    out = pairs[list(PAIR_COLUMNS)].reset_index(drop=True)
+    cats = categories.drop_duplicates(CATEGORY)
+    cats.index = pd.Index(cats[CATEGORY].astype("string"))
+    regular = (cats["n_pairs"] >= p.category_min_pairs) & (cats["regular_share"] >= p.category_regular_share)
+    out["category_regular"] = out[CATEGORY].astype("string").map(regular).astype("boolean")
+    out["is_consumable"] = out[CATEGORY].astype("string").map(_consumable_categories(items, p)).astype("boolean")
+    cat_log = out[CATEGORY].astype("string").map(cats["median_log_cycle"]).to_numpy(dtype="float64", na_value=np.nan)
+    return _finish(out, as_of, p, cat_log)
+
+
+def estimate_cycles(orders: pd.DataFrame, as_of: Any, *, items: pd.DataFrame | None = None,
+                    params: ReplenishmentParams | Mapping[str, Any] | None = None,
+                    categories: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Cycle, spread, due date and reminder flag per member × category with ≥ `min_purchases` purchase days before
+    `as_of` (paid lines only; rows at or after `as_of` are never read).
+
+    `orders` needs member_id and ordered_at, and category (or item_id with an `items` table giving the category);
+    `status` is optional (absent = paid). `items` (optional) gives category by item_id and is_consumable.
+    `categories` (`category_stats` of the whole store) is what the due cycles shrink toward and what detects regular
+    categories; by default it is computed from `orders` itself (right when `orders` is the whole store; a chunk of
+    the members passes the store's). Returns the columns of `CYCLE_COLUMNS`, one row per pair, sorted by member_id
+    then category.
+    """
+    pairs = pair_cycles(orders, as_of, items=items, params=params)
+    if categories is None:
+        categories = category_stats(category_counts(pairs))
+    return finish_cycles(pairs, categories, as_of, items=items, params=params)
+
+
+def _as_of(as_of: Any) -> pd.Timestamp:
+    t = pd.Timestamp(as_of)
+    if pd.isna(t):
+        raise ValueError("as_of must be a date, got NaT")
+    return t.tz_convert(None) if t.tzinfo is not None else t
 
 
 def _consumable_categories(items: pd.DataFrame | None, p: ReplenishmentParams) -> pd.Series:
@@ -209,8 +314,8 @@ def _consumable_categories(items: pd.DataFrame | None, p: ReplenishmentParams) -
     return share >= p.consumable_item_share
 
 
-def _finish(out: pd.DataFrame, as_of: pd.Timestamp, p: ReplenishmentParams) -> pd.DataFrame:
-    """Dates and flags derived from the per-pair statistics (vectorised)."""
+def _finish(out: pd.DataFrame, as_of: pd.Timestamp, p: ReplenishmentParams, cat_log: np.ndarray) -> pd.DataFrame:
+    """Dates and flags derived from the per-pair statistics and the category's median log cycle (vectorised)."""
     out[MEMBER_ID] = out[MEMBER_ID].astype("string")
     out[CATEGORY] = out[CATEGORY].astype("string")
     out["n_purchases"] = out["n_purchases"].astype("int64")
@@ -219,7 +324,7 @@ def _finish(out: pd.DataFrame, as_of: pd.Timestamp, p: ReplenishmentParams) -> p
     for c in ("cycle_days", "spread_days", "cycle_cv"):
         out[c] = out[c].astype("float64")
     log_cycle = np.log(out["cycle_days"].to_numpy(dtype="float64"))
-    cat_log = pd.Series(log_cycle, index=out.index).groupby(out[CATEGORY]).transform("median").to_numpy()
+    cat_log = np.where(np.isnan(cat_log), log_cycle, cat_log)  # no category median: the pair's own cycle
     n_gaps = out["n_gaps"].to_numpy(dtype="float64")
     out["due_cycle_days"] = np.exp((n_gaps * log_cycle + p.shrink_gaps * cat_log) / (n_gaps + p.shrink_gaps))
     cycle = pd.to_timedelta(out["due_cycle_days"], unit="D")

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from .matrix import MEMBER_ID, FeatureSpec, member_ids
-from .replenishment import ReplenishmentParams, due_within, estimate_cycles
+from .replenishment import (ReplenishmentParams, category_counts, category_stats, due_within, estimate_cycles,
+                            finish_cycles, pair_cycles)
 from .timing_hazard import ROLES, cdf_at, expected_days, median_days, person_period_matrix, role_indices, validate_edges
 
 REPORT_DAYS: tuple[int, ...] = (7, 14, 30, 60, 90)
@@ -113,9 +114,34 @@ class TimingModel(mlflow.pyfunc.PythonModel):
         return out
 
     # -- replenishment (pure orders logic carried with the model) --
-    def replenishment(self, orders: pd.DataFrame, as_of: Any, items: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Cycles, due dates and reminder flags per member × category as of `as_of` (see `replenishment.py`)."""
-        return estimate_cycles(orders, as_of, items=items, params=self.meta.get("replenishment"))
+    def replenishment(self, orders: pd.DataFrame, as_of: Any, items: pd.DataFrame | None = None,
+                      categories: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Cycles, due dates and reminder flags per member × category as of `as_of` (see `replenishment.py`);
+        `categories` = the whole store's `replenishment_categories` when `orders` holds only some members."""
+        return estimate_cycles(orders, as_of, items=items, params=self.meta.get("replenishment"),
+                               categories=categories)
+
+    # the estimator in its member-local and store-wide parts, for scoring the members in chunks (serving.batch,
+    # serving.spark_batch): pairs per chunk → counts (summed over chunks) → category stats → finish per chunk
+    def replenishment_pairs(self, orders: pd.DataFrame, as_of: Any,
+                            items: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The member-local statistics per member × category (`replenishment.pair_cycles`)."""
+        return pair_cycles(orders, as_of, items=items, params=self.meta.get("replenishment"))
+
+    @staticmethod
+    def replenishment_counts(pairs: pd.DataFrame) -> pd.DataFrame:
+        """Mergeable per-category counts of some members' pairs (`replenishment.category_counts`)."""
+        return category_counts(pairs)
+
+    @staticmethod
+    def replenishment_categories(counts: pd.DataFrame) -> pd.DataFrame:
+        """Category medians and regular shares from the counts of all the members (`replenishment.category_stats`)."""
+        return category_stats(counts)
+
+    def replenishment_finish(self, pairs: pd.DataFrame, categories: pd.DataFrame, as_of: Any,
+                             items: pd.DataFrame | None = None) -> pd.DataFrame:
+        """`replenishment`'s rows for `pairs`, given the store's category stats (`replenishment.finish_cycles`)."""
+        return finish_cycles(pairs, categories, as_of, items=items, params=self.meta.get("replenishment"))
 
     @staticmethod
     def due_within(cycles: pd.DataFrame, days: float, grace_days: float = 0.0) -> pd.DataFrame:
