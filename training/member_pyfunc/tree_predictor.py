@@ -224,6 +224,10 @@ def _compiled_loop() -> Callable[..., np.ndarray]:
         return numba.njit(cache=False, nogil=True)(_predict_loop)
 
 
+ROW_BLOCK = 512  # rows per pass (one member's candidates fit in one): on 1M × 38 rows, 76 trees, blocks of 256–1024 took
+# 2.0–2.5 CPU-s, LightGBM 2.7, all rows at once 10.7
+
+
 class CompiledForest:
     """`predict(X)` → raw scores (float64) equal to LightGBM's, for float32 X whose columns are the ones the forest
     was laid out for (`PackedForest.with_columns`)."""
@@ -239,7 +243,13 @@ class CompiledForest:
         if X.dtype != np.float32 or X.ndim != 2 or X.shape[1] < len(self.forest.feature_names):
             raise ValueError(f"expected a float32 matrix with {len(self.forest.feature_names)} columns, got "
                              f"{X.dtype} {X.shape}")
-        return self._loop(np.ascontiguousarray(X), *self._args, np.empty(X.shape[0], np.float64))
+        X = np.ascontiguousarray(X)
+        out = np.empty(X.shape[0], np.float64)
+        # the loop walks one tree over all its rows: blocks of rows that stay in cache across the trees keep batch
+        # scoring (millions of candidate rows) faster than LightGBM instead of 4× slower; a row's sum is unchanged
+        for i in range(0, X.shape[0], ROW_BLOCK):
+            self._loop(X[i:i + ROW_BLOCK], *self._args, out[i:i + ROW_BLOCK])
+        return out
 
 
 def compile_forest(model_text: str, columns: Sequence[str]) -> tuple[CompiledForest | None, str]:
