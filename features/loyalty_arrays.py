@@ -17,7 +17,7 @@ pass per table:
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,7 +97,9 @@ def member_codes_sql(tables: Iterable[str], t: pd.Timestamp) -> str:
         parts.append(f"SELECT member_id FROM events WHERE occurred_at < {lit}")
     if "members" in tables:
         parts.append(f"SELECT member_id FROM members WHERE joined_at IS NULL OR joined_at < {lit}")
-    return f"SELECT member_id FROM ({' UNION '.join(parts)}) WHERE member_id IS NOT NULL ORDER BY member_id"
+    # DISTINCT: with orders alone there is no UNION to drop the repeats
+    return (f"SELECT DISTINCT member_id FROM ({' UNION '.join(parts)}) WHERE member_id IS NOT NULL "
+            "ORDER BY member_id")
 
 
 def fetch_arrays(con: Any, tables: Iterable[str], t: pd.Timestamp, member_ids: pa.Array,
@@ -189,6 +191,16 @@ def loyalty_state_arrays(con: Any, tables: Iterable[str], t: pd.Timestamp, membe
     member, falls back to the sorted distinct ids of the tables. `part_lines` caps the order lines evaluated per
     member part (memory). `event_types`: the types fetched as event rows (others only make a member known; the
     rules read `loyalty.batch.event_types(config)`); None fetches every type."""
+    return loyalty_state_job(con, tables, t, member_ids, part_lines, event_types, config)()
+
+
+def loyalty_state_job(con: Any, tables: Iterable[str], t: pd.Timestamp, member_ids: Sequence[str] | None,
+                      part_lines: int | None, event_types: Sequence[str] | None,
+                      config: Any = None) -> Callable[[], tuple[pd.DataFrame, dict[str, float]]]:
+    """`loyalty_state_arrays` in two steps: fetch the coded arrays now (the only step that uses `con`), and return
+    the rest (prepare + rules: numpy only, never touches `con`) as a callable, so that the caller can run it in
+    another thread while the connection runs other queries (the feature SQL). The callable is single-use (it
+    consumes the arrays)."""
     from loyalty.arrays import prepare_arrays
     from loyalty.batch import category_bonus, evaluate_prepared
     from loyalty.config import load_config
@@ -209,11 +221,20 @@ def loyalty_state_arrays(con: Any, tables: Iterable[str], t: pd.Timestamp, membe
         ids = pa.array(con.sql(member_codes_sql(tables, t)).to_arrow_table().column(0)
                        .combine_chunks(), type=pa.string())
         data = fetch_arrays(con, tables, t, ids, types, category_bonus(cfg))
-    orders, events, members = data.pop("orders"), data.pop("events"), data.pop("members")
-    inp = prepare_arrays(ids.to_pandas(), orders, events, members, t, data["event_types"])  # consumes the arrays
-    del orders, events, members
-    res = evaluate_prepared(inp, cfg, part_lines=part_lines, keep_ledger=False)
-    return res.frame, res.timings
+    box = [ids, data]
+
+    def run() -> tuple[pd.DataFrame, dict[str, float]]:
+        if not box:
+            raise RuntimeError("loyalty_state_job: the job has already run (it consumes its arrays)")
+        ids_, data_ = box.pop(0), box.pop(0)
+        orders, events, members = data_.pop("orders"), data_.pop("events"), data_.pop("members")
+        inp = prepare_arrays(ids_.to_pandas(), orders, events, members, t, data_["event_types"])  # consumes them
+        del orders, events, members
+        res = evaluate_prepared(inp, cfg, part_lines=part_lines, keep_ledger=False)
+        return res.frame, res.timings
+
+    del ids, data
+    return run
 
 
-__all__ = ["MemberCodeError", "fetch_arrays", "loyalty_state_arrays", "member_codes_sql"]
+__all__ = ["MemberCodeError", "fetch_arrays", "loyalty_state_arrays", "loyalty_state_job", "member_codes_sql"]

@@ -87,6 +87,32 @@ def test_member_codes_without_the_feature_population(monkeypatch) -> None:
         eng.close()
 
 
+@pytest.mark.parametrize("present", [("orders",), ("orders", "events"), ("orders", "members"), ("orders", "items")])
+def test_overlapped_path_on_fewer_tables(monkeypatch, present) -> None:
+    """compute_features runs the loyalty rules beside the feature SQL with members coded by the tables' own ids
+    (`member_codes_sql`, distinct even with orders alone): the same frames as the DataFrame path and as the
+    sequential arrays path (members coded by the feature rows)."""
+    from features.engine import as_timestamp, open_engine
+    from features.loyalty_arrays import loyalty_state_job
+
+    tables = {k: v for k, v in messy_tables(40, 2).items() if k in present}
+    (feats, state), (feats0, state0) = _both(tables, monkeypatch)
+    pd.testing.assert_frame_equal(feats, feats0, check_exact=True)
+    pd.testing.assert_frame_equal(state, state0, check_exact=True)
+    assert state["member_id"].is_unique and state["member_id"].tolist() == feats["member_id"].tolist()
+    eng, tabs, _ = open_engine(tables)
+    try:
+        df = eng.run(pipeline.feature_plan(pipeline.sql_literal_timestamp(as_timestamp(AS_OF)), tabs))
+        cols, st = pipeline._loyalty_features(eng, tabs, as_timestamp(AS_OF), member_ids=df["member_id"])
+        job = loyalty_state_job(eng.con, tabs, as_timestamp(AS_OF), None, None, None)
+    finally:
+        eng.close()
+    pd.testing.assert_frame_equal(st, state, check_exact=True)
+    job()  # runs without the (closed) connection
+    with pytest.raises(RuntimeError, match="already run"):
+        job()
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda t: t["orders"].assign(status=np.where(t["orders"].index == 3, "lost", t["orders"]["status"])),
      r"orders\.status: unknown value\(s\) \['lost'\]"),
