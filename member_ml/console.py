@@ -1,6 +1,8 @@
 """Rich console helpers shared by the commands: tidy tables and clear errors."""
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -9,8 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 
+LOG_WIDTH = 160  # columns when output goes to a file or CI log: rich's default of 80 wraps every word of wide tables
+
+
 def console() -> Console:
-    return Console()
+    """The commands' console: the terminal's width, or LOG_WIDTH when stdout is not a terminal (COLUMNS still wins)."""
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else LOG_WIDTH
+    return Console(width=width)
 
 
 def table(title: str, rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -> Table:

@@ -43,7 +43,7 @@ def features_command(
     """Compute every member's features as of a cutoff; write Parquet plus a manifest."""
     import time
 
-    from rich.console import Console
+    from member_ml.console import console
 
     from features.pipeline import FEATURE_VERSION, categorical_features, compute_features
     from features.store import atomic_write_json, atomic_write_parquet
@@ -56,7 +56,7 @@ def features_command(
     if engine == "spark":
         _features_on_spark(s, as_of, out, spark_master)
         return
-    con = Console()
+    con = console()
     t0 = time.perf_counter()
     try:
         with con.status(f"computing features as of {as_of}…"):
@@ -83,7 +83,7 @@ def _features_on_spark(store, as_of: str, out: Path, master: str | None) -> None
     import tempfile
     import time
 
-    from rich.console import Console
+    from member_ml.console import console
 
     from features.definitions import definitions_digest
     from features.engine import as_timestamp
@@ -106,7 +106,7 @@ def _features_on_spark(store, as_of: str, out: Path, master: str | None) -> None
         spark = submit_or_local_spark(master, "member-ml features")
     except ImportError as e:
         fail(str(e))
-    con = Console()
+    con = console()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -147,7 +147,7 @@ def training_set_command(
         help="Refuse cutoffs whose label windows run past the last order (default), or accept truncated labels.")] = True,
 ) -> None:
     """Stack features and labels at monthly cutoffs into one training set (label windows must fit in the data)."""
-    from rich.console import Console
+    from member_ml.console import console
     from rich.progress import Progress
 
     from features.labels import LabelWindowError
@@ -159,7 +159,7 @@ def training_set_command(
         cuts = monthly_cutoffs(start, end)
     except ValueError as e:
         fail(str(e))
-    con = Console()
+    con = console()
     try:
         with Progress(console=con, transient=True) as progress:
             task = progress.add_task("cutoffs", total=len(cuts))
@@ -181,13 +181,13 @@ def online_build_command(
     """Materialize the latest features and recent items per member for online lookups."""
     import time
 
-    from rich.console import Console
+    from member_ml.console import console
 
     from features.online import OnlineFeatureTable, materialize
     from member_ml.console import fail, table
 
     s = _open_store(store)
-    con = Console()
+    con = console()
     t0 = time.perf_counter()
     try:
         with con.status("materializing online features…"):

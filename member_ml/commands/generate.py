@@ -27,7 +27,7 @@ def generate_command(
     import time
 
     import numpy as np
-    from rich.console import Console
+    from member_ml.console import console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from features.synthetic import generate_to_store
@@ -45,7 +45,7 @@ def generate_command(
         fail(f"--end {end} is before --start {start}")
     if workers is not None and workers < 1:
         fail(f"--workers must be at least 1, got {workers}")
-    con = Console()
+    con = console()
     t0 = time.perf_counter()
     with Progress(TextColumn("generating {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=con, transient=False) as progress:

@@ -27,7 +27,7 @@ def ingest_command(
     config: Annotated[Path | None, typer.Option("--config", help="YAML ingestion config (max_bad_share).")] = None,
 ) -> None:
     """Validate a source and write it as a store; bad rows go to quarantine/ with their reasons."""
-    from rich.console import Console
+    from member_ml.console import console
 
     from features.adapters import SourceError
     from features.ingest import IngestError, ingest, load_ingest_config
@@ -41,7 +41,7 @@ def ingest_command(
     if not 0.0 <= limit <= 1.0:
         fail(f"--max-bad-share must be between 0 and 1, got {limit}")
     p: Any = None if not path else (path[0] if len(path) == 1 else list(path))
-    con = Console()
+    con = console()
     try:
         with con.status("ingesting…") as status:
             report = ingest(source, p, out, as_of=as_of, max_bad_share=limit, mapping=mapping,
@@ -56,7 +56,7 @@ def summary_command(
     store: Annotated[Path, typer.Option("--store", help="Store folder to summarise.")],
 ) -> None:
     """Print what a store holds: row counts, date range, members, paid/refunded, and its validation report."""
-    from rich.console import Console
+    from member_ml.console import console
 
     from features.store import Store, StoreError
     from member_ml.console import fail, table
@@ -65,7 +65,7 @@ def summary_command(
         st = Store(store).check()
     except StoreError as e:
         fail(str(e))
-    con = Console()
+    con = console()
     rows = []
     for t in st.tables():
         df = st.read(t)

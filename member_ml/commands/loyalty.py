@@ -23,7 +23,7 @@ def loyalty_command(
     import time
 
     import pandas as pd
-    from rich.console import Console
+    from member_ml.console import console
 
     from features.store import Store, StoreError, atomic_write_parquet
     from loyalty.batch import member_state
@@ -43,7 +43,7 @@ def loyalty_command(
         s = Store(store).check()
     except StoreError as e:
         fail(str(e))
-    con = Console()
+    con = console()
     t0 = time.perf_counter()
     try:
         with con.status("reading the store…"):
