@@ -25,9 +25,6 @@ from features.engine import TableSource, as_timestamp
 from features.pipeline import FEATURE_VERSION, compute_features, compute_recent_items
 from features.training_set import source_fingerprint
 
-RECENT_ITEM_COLUMNS = ["member_id", "item_id", "category", "n_bought", "last_bought_at"]
-
-
 def materialize(source: TableSource, as_of: object, path: str | os.PathLike[str]) -> Path:
     """Compute features and recent items at `as_of` and write them atomically to a DuckDB file at `path`."""
     import duckdb

@@ -6,7 +6,7 @@ adds the loyalty state of `loyalty.batch` (the same rules on both paths). On Duc
 and item ids and hands the rules integer arrays (`features.loyalty_arrays`: no pandas string columns; members are
 coded by the sorted distinct ids of the tables, the same population as the feature rows, so the state lines up with
 them row for row), and the rules run in member parts of ~4M order lines to bound memory, in a worker thread beside
-the feature SQL (`_features_and_loyalty_overlapped`); other engines fetch DataFrames for `member_state`. Loyalty state is per
+the feature SQL (`_features_beside_loyalty`); other engines fetch DataFrames for `member_state`. Loyalty state is per
 member, so neither the coding nor the parts can change it (tests compare both paths).
 
 Population (one row each): every member known strictly before `as_of` from any present table: a member with an
@@ -20,7 +20,8 @@ them for LightGBM with `pd.Categorical`. `FEATURE_VERSION` changes whenever a de
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -92,7 +93,7 @@ def _loyalty_event_types() -> list[str] | None:
 def loyalty_queries(tables: Iterable[str], t: pd.Timestamp, part: str = "") -> dict[str, str]:
     """The SELECTs (DuckDB dialect) giving `loyalty.batch.member_state` its orders, events and members strictly before
     `t`: only the columns and event types the rules read (`part` is an extra `AND …` condition, e.g. a member
-    bucket). Shared by `_loyalty_features` and batch scoring on Spark (serving/spark_batch.py)."""
+    bucket). Shared by `_loyalty_from_frames` and batch scoring on Spark (serving/spark_batch.py)."""
     lit = sql_literal_timestamp(t)
     out = {"orders": f"SELECT {LOYALTY_ORDER_COLUMNS} FROM orders WHERE ordered_at < {lit}{part}"}
     if "events" in tables:
@@ -133,26 +134,46 @@ def _arrays_path(fn: object, eng: Engine) -> bool:
     return fn is member_state and isinstance(eng, DuckDBEngine)
 
 
-def _loyalty_features(eng: Engine, tables: frozenset[str], t: pd.Timestamp,
-                      member_ids: Sequence[str] | pd.Series | None = None
-                      ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """(loyalty feature columns, full `loyalty.batch.member_state` frame) at T over the rows strictly before T.
+class _LoyaltyJob(NamedTuple):
+    """The loyalty state at T, ready to compute: `run()` returns (loyalty feature columns, full `member_state`
+    frame). `detached`: `run` never touches the engine (its rows are already fetched), so it may run in another
+    thread while the engine runs the feature SQL."""
 
-    On DuckDB the engine codes the ids and hands the rules integer arrays (`features.loyalty_arrays`); members are
-    coded by `member_ids` (the feature population, sorted: the state then lines up row for row with the feature
-    frame), and the rules run in member parts of at most LOYALTY_CHUNK_ROWS order lines (memory). Other engines
-    fetch the rows as DataFrames (`loyalty_queries`) for `member_state`, in member batches (hash of member_id) on
-    large stores. Loyalty state is per member, so neither cut changes it. None without the loyalty package.
-    """
+    run: Callable[[], tuple[pd.DataFrame, pd.DataFrame]]
+    detached: bool
+
+
+def _loyalty_job(eng: Engine, tables: frozenset[str], t: pd.Timestamp,
+                 member_ids: Sequence[str] | pd.Series | None = None) -> _LoyaltyJob | None:
+    """The one place that picks how the loyalty state is computed (None without the loyalty package).
+
+    On DuckDB the engine codes the ids and the rows are fetched now as integer arrays (`features.loyalty_arrays`);
+    members are coded by `member_ids` when given (the feature population, sorted: the state then lines up row for
+    row with the feature frame), else by the sorted distinct ids of the tables; the returned job runs the rules
+    (numpy only: detached) in member parts of at most LOYALTY_CHUNK_ROWS order lines (memory). Other engines: the
+    job fetches the rows as DataFrames (`loyalty_queries`) for `member_state`, in member batches (hash of
+    member_id) on large stores. Loyalty state is per member, so neither cut changes it."""
     fn = loyalty_state_fn()
     if fn is None:
         return None
     if _arrays_path(fn, eng):
-        from features.loyalty_arrays import loyalty_state_arrays
+        from features.loyalty_arrays import loyalty_state_job
 
-        state, _ = loyalty_state_arrays(eng.con, tables, t, member_ids, LOYALTY_CHUNK_ROWS,  # type: ignore[attr-defined]
-                                        _loyalty_event_types())
-        return _loyalty_columns(state), state
+        rules = loyalty_state_job(eng.con, tables, t, member_ids, LOYALTY_CHUNK_ROWS,  # type: ignore[attr-defined]
+                                  _loyalty_event_types())
+
+        def run_arrays() -> tuple[pd.DataFrame, pd.DataFrame]:
+            state = rules()[0]
+            return _loyalty_columns(state), state
+
+        return _LoyaltyJob(run_arrays, detached=True)
+    return _LoyaltyJob(lambda: _loyalty_from_frames(eng, tables, t, fn), detached=False)
+
+
+def _loyalty_from_frames(eng: Engine, tables: frozenset[str], t: pd.Timestamp,
+                         fn: Callable[..., pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`fn(orders, events, members, t)` over DataFrames fetched with `loyalty_queries`, in member batches (hash of
+    member_id) of about LOYALTY_CHUNK_ROWS order lines."""
     lit = sql_literal_timestamp(t)
     n = int(eng.run(Plan((), f"SELECT COUNT(*) AS n FROM orders WHERE ordered_at < {lit}"))["n"].iloc[0])
     k = max(1, -(-n // LOYALTY_CHUNK_ROWS))
@@ -171,6 +192,15 @@ def _loyalty_features(eng: Engine, tables: frozenset[str], t: pd.Timestamp,
         return parts[0], states[0]
     return (pd.concat(parts, ignore_index=True),
             pd.concat(states, ignore_index=True).sort_values("member_id", ignore_index=True))
+
+
+def _loyalty_features(eng: Engine, tables: frozenset[str], t: pd.Timestamp,
+                      member_ids: Sequence[str] | pd.Series | None = None
+                      ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """(loyalty feature columns, full `loyalty.batch.member_state` frame) at T over the rows strictly before T,
+    computed now (see `_loyalty_job`). None without the loyalty package."""
+    job = _loyalty_job(eng, tables, t, member_ids)
+    return None if job is None else job.run()
 
 
 def _join_loyalty(df: pd.DataFrame, loyalty: pd.DataFrame) -> pd.DataFrame:
@@ -195,27 +225,23 @@ def _join_loyalty(df: pd.DataFrame, loyalty: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _features_and_loyalty_overlapped(eng: Engine, tables: frozenset[str], t: pd.Timestamp
-                                     ) -> tuple[pd.DataFrame, tuple[pd.DataFrame, pd.DataFrame]]:
-    """The feature SQL and the loyalty state on DuckDB, overlapped: DuckDB first fetches the loyalty arrays (members
-    coded by the sorted distinct ids of the tables, `member_codes_sql`: the same population as the feature rows),
-    then the rules (numpy, which releases the GIL; they never touch the connection) run in a worker thread while
-    the connection runs the feature SQL. The rules alone keep ~1.4 of the 2 cores busy and the SQL ~1.9, so
-    running them side by side fills the idle core time; the state does not depend on when it is computed.
-    `_join_loyalty` lines the state up with the feature rows (row for row when the populations agree)."""
+def _features_beside_loyalty(eng: Engine, tables: frozenset[str], t: pd.Timestamp, job: _LoyaltyJob
+                             ) -> tuple[pd.DataFrame, tuple[pd.DataFrame, pd.DataFrame]]:
+    """The feature SQL and a detached loyalty job (its arrays already fetched; on DuckDB members are coded by the
+    sorted distinct ids of the tables, `member_codes_sql`: the same population as the feature rows), overlapped:
+    the rules (numpy, which releases the GIL; they never touch the connection) run in a worker thread while the
+    connection runs the feature SQL. The rules alone keep ~1.4 of the 2 cores busy and the SQL ~1.9, so running
+    them side by side fills the idle core time; the state does not depend on when it is computed. `_join_loyalty`
+    lines the state up with the feature rows (row for row when the populations agree)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from features.loyalty_arrays import loyalty_state_job
-
-    job = loyalty_state_job(eng.con, tables, t, None, LOYALTY_CHUNK_ROWS,  # type: ignore[attr-defined]
-                            _loyalty_event_types())
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loyalty") as pool:
-        fut = pool.submit(job)
+        fut = pool.submit(job.run)
         try:
             df = eng.run(feature_plan(sql_literal_timestamp(t), tables))
         finally:
-            state = fut.result()[0]  # waits for the rules (and raises their error) before the engine closes
-    return df, (_loyalty_columns(state), state)
+            loyalty = fut.result()  # waits for the rules (and raises their error) before the engine closes
+    return df, loyalty
 
 
 def compute_features(source: TableSource, as_of: object, *, engine: str | Engine = "duckdb",
@@ -236,12 +262,12 @@ def compute_features_and_loyalty(source: TableSource, as_of: object, *, engine: 
     t = as_timestamp(as_of, "as_of")
     eng, tables, owned = open_engine(source, engine, member_ids=members)
     try:
-        fn = loyalty_state_fn()
-        if fn is not None and _arrays_path(fn, eng):
-            df, loyalty = _features_and_loyalty_overlapped(eng, tables, t)
+        job = _loyalty_job(eng, tables, t)
+        if job is not None and job.detached:
+            df, loyalty = _features_beside_loyalty(eng, tables, t, job)
         else:
             df = eng.run(feature_plan(sql_literal_timestamp(t), tables))
-            loyalty = _loyalty_features(eng, tables, t, member_ids=df["member_id"])
+            loyalty = None if job is None else job.run()
     finally:
         if owned:
             eng.close()

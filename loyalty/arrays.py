@@ -1,15 +1,18 @@
-"""Prepared loyalty inputs from integer arrays (an engine's output), without pandas string columns.
+"""Prepared loyalty inputs from integer arrays, without pandas string columns: the one place the rules' input
+normalisation lives.
 
-`loyalty.frames.prepare` turns contract DataFrames into `Inputs` (it codes member, order and item ids itself, which
-on a 20M-line store means hashing tens of millions of Python-visible strings). An engine such as DuckDB can code
-the ids vectorised while it scans the Parquet files; `prepare_arrays` takes that result — one integer code per id,
-times as int64 µs — and applies the same checks and normalisation as `prepare`: amounts to integer cents, unknown
-statuses and negative amounts rejected, exact duplicate rows counted once. The `Inputs` it returns equal those
-`prepare` builds from the same rows up to a renumbering of order and item codes, which no rule depends on (they
-only group and match lines; `prepare` itself numbers them in row order).
+`prepare_arrays` takes the rows with every id already coded — one integer code per id, times as int64 µs — and
+applies the normalisation the rules rely on: the as-of cut, amounts to integer cents (negative amounts rejected),
+refunds from statuses, exact duplicate rows counted once, each member's first event, and the member population
+(members without a row before as_of are dropped). Two callers code the ids: `loyalty.frames.prepare` from contract
+DataFrames (pandas/Arrow factorize; it checks and codes the string columns, then calls this), and an engine such as
+DuckDB while it scans the Parquet files (`features.loyalty_arrays`: no per-row strings on 20M-line stores). Their
+`Inputs` differ only in how order and item codes are numbered, which no rule depends on (codes only group and
+match lines).
 
-Contract of the arrays (rows strictly before `as_of` only; the caller filters):
-- `member_ids`: every member to evaluate, sorted (string order); member codes index it.
+Contract of the arrays (order and event rows at or after `as_of` are dropped here; member rows must be those who
+joined before `as_of` or at an unknown time):
+- `member_ids`: sorted (string order); member codes index it; ids without any row before `as_of` are dropped.
 - orders: `m` (member code), `t` (µs), `order` and `item` (dense codes ≥ 0; item -1 = no item; equal ids ⇔ equal
   codes), `amount` (float, NaN unknown), `qty` (float), `status` (0 paid, 1 refunded, 2 cancelled), `bonus`
   (category bonus points of the line).

@@ -2,10 +2,12 @@
 
 Only rows strictly before `as_of` are used (point-in-time). Exact duplicate rows count once (idempotent replays):
 a 64-bit row hash and one sort find candidate duplicates, which are then compared exactly. Member ids are coded in
-sorted order so every result is independent of row order. Amounts become integer cents. String columns are never
-turned into Python objects row by row (20M-row stores): they are factorised or compared in Arrow, then everything
-downstream is integer arrays (plain dicts of numpy columns, no DataFrame consolidation copies). Orders and events
-are prepared in two threads on big inputs.
+sorted order so every result is independent of row order. String columns are never turned into Python objects row
+by row (20M-row stores): they are factorised or compared in Arrow, then everything downstream is integer arrays
+(plain dicts of numpy columns, no DataFrame consolidation copies). Orders and events are coded in two threads on
+big inputs. `prepare` only checks and codes the frames; the normalisation rules themselves (amounts to integer
+cents, refunds, the as-of cut, duplicates, first events, the member population) are `loyalty.arrays.prepare_arrays`,
+which an engine that codes the ids itself (DuckDB, `features.loyalty_arrays`) calls directly.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import pandas as pd
 
 from features.contract import ITEM_ID, MEMBER_ID, OCCURRED_AT, ORDER_ID, ORDERED_AT, STATUSES
 
-PAID = "paid"
 NO_TIME = np.iinfo(np.int64).min
 
 
@@ -67,7 +68,8 @@ def _no_nulls(df: pd.DataFrame, table: str, columns: list[str]) -> None:
     for c in columns:
         n = int(df[c].isna().sum())
         if n:
-            raise LoyaltyInputError(f"{table}.{c}: {n} null value(s); this column is required (ingest quarantines such rows)")
+            raise LoyaltyInputError(f"{table}.{c}: {n} null value(s); this column is required "
+                                    "(ingest quarantines such rows)")
 
 
 _K1 = np.uint64(0x9E3779B97F4A7C15)
@@ -144,105 +146,91 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
 _PARALLEL_ROWS = 200_000  # below this the two table parts run one after the other (thread start-up is not free)
 
 
-def _orders_part(orders: pd.DataFrame, T: int, category_bonus: dict[str, int] | None,
-                 order_codes: Future | None = None) -> dict:
-    """Order lines before T as integer arrays (member codes local to `o_uniq`), deduplicated. `order_codes`: the
+def _status_codes(st: pd.Series) -> np.ndarray:
+    """orders.status → its index in STATUSES (the `prepare_arrays` status codes; null → paid), one Arrow
+    comparison per status (no per-row strings); unknown values are rejected, naming them."""
+    code = np.full(len(st), -1, dtype=np.int8)
+    code[st.isna().to_numpy(dtype=bool)] = 0
+    for i, s in enumerate(STATUSES):
+        code[(st == s).to_numpy(dtype=bool, na_value=False)] = i
+    bad = code < 0
+    if bad.any():
+        raise LoyaltyInputError(f"orders.status: unknown value(s) {sorted(map(str, st[bad].unique()))[:5]}; "
+                                f"allowed: {list(STATUSES)}")
+    return code
+
+
+def _orders_part(orders: pd.DataFrame, category_bonus: dict[str, int] | None,
+                 order_codes: Future | None = None) -> tuple[dict[str, np.ndarray], pd.Index]:
+    """Every order line coded as `prepare_arrays` takes it (member codes local to the returned ids): the string
+    columns are checked and coded here; the rules' normalisation is `prepare_arrays`'. `order_codes`: the
     order-id codes being computed in another thread (the largest hashing job), else computed here."""
     o_m, o_uniq = _codes(orders[MEMBER_ID])
-    o_item = _codes(orders[ITEM_ID])[0] if ITEM_ID in orders.columns else np.full(len(orders), -1, np.int64)
-    o_t = to_us(orders[ORDERED_AT])
     amount = pd.to_numeric(orders["amount"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad_amount = orders["amount"].notna().to_numpy() & np.isnan(amount)
     if bad_amount.any():
         raise LoyaltyInputError(f"orders.amount: {int(bad_amount.sum())} value(s) are not numbers")
-    neg = int((amount < 0).sum())
-    if neg:
-        raise LoyaltyInputError(f"orders.amount: {neg} negative value(s); amounts are paid (or given back) and ≥ 0")
-    if "status" in orders.columns:
-        st = orders["status"]
-        refund = st.isin(["refunded", "cancelled"]).to_numpy(dtype=bool)
-        bad = ~(st.isin(list(STATUSES)).to_numpy(dtype=bool) | st.isna().to_numpy())
-        if bad.any():
-            raise LoyaltyInputError(f"orders.status: unknown value(s) {sorted(map(str, st[bad].unique()))[:5]}; "
-                                    f"allowed: {list(STATUSES)}")
-    else:
-        refund = np.zeros(len(orders), dtype=bool)
+    del bad_amount
+    status = (_status_codes(orders["status"]) if "status" in orders.columns
+              else np.zeros(len(orders), dtype=np.int8))
     bonus = np.zeros(len(orders), dtype=np.int64)
     if category_bonus and "category" in orders.columns:
         for cat, pts in category_bonus.items():
             bonus += np.where((orders["category"] == cat).to_numpy(dtype=bool, na_value=False), pts, 0)
     qty = (pd.to_numeric(orders["quantity"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
            if "quantity" in orders.columns else np.ones(len(orders)))
-    known = ~np.isnan(amount)
-    cents = np.where(known, np.round(np.nan_to_num(amount) * 100.0), 0).astype(np.int64)
-    o_order = order_codes.result()[0] if order_codes is not None else _codes(orders[ORDER_ID])[0]
-    cols = {"m": o_m, "t": o_t, "order": o_order, "item": o_item, "cents": cents, "known": known, "refund": refund,
-            "bonus": bonus, "qty": qty}
-    del o_m, o_order, o_item, amount, cents, known, refund, bonus, qty, bad_amount  # memory: only `cols` holds them
-    keep = o_t < T
-    del o_t
-    if not keep.all():
-        idx = np.flatnonzero(keep)
-        for k in list(cols):  # one column at a time: peak memory is one extra column, not a second table
-            cols[k] = cols[k].take(idx)
-        del idx
-    dup = duplicate_rows(list(cols.values()))
-    n_dup = int(dup.sum())
-    if n_dup:
-        idx = np.flatnonzero(~dup)
-        for k in list(cols):
-            cols[k] = cols[k].take(idx)
-    del cols["qty"]  # only part of what makes two lines the same line
-    present = np.bincount(cols["m"], minlength=len(o_uniq)) > 0
-    return {"cols": cols, "uniq": o_uniq, "present": present, "n_dup": n_dup}
+    cols = {"m": o_m, "t": to_us(orders[ORDERED_AT]),
+            "order": order_codes.result()[0] if order_codes is not None else _codes(orders[ORDER_ID])[0],
+            "item": _codes(orders[ITEM_ID])[0] if ITEM_ID in orders.columns else np.full(len(orders), -1, np.int64),
+            "amount": amount, "qty": qty, "status": status, "bonus": bonus}
+    return cols, o_uniq
 
 
-def _events_part(events: pd.DataFrame | None, T: int, types: list[str] | None) -> dict:
-    """Events before T: which members they make known (and their first event), and the rule-type rows
-    (member codes local to `e_uniq`)."""
-    if events is None or not len(events):
-        return {"m": np.zeros(0, dtype=np.int64), "t": np.zeros(0, dtype=np.int64),
-                "uniq": pd.Index([], dtype="string"), "present": np.zeros(0, dtype=bool),
-                "type": pd.Categorical([], categories=types), "value": np.zeros(0), "item": np.zeros(0, np.int64),
-                "first": np.zeros(0, dtype=np.int64)}
+def _events_part(events: pd.DataFrame, T: int, types: list[str] | None
+                 ) -> tuple[dict[str, np.ndarray], pd.Index, list[str]]:
+    """Every event row coded as `prepare_arrays` takes it (member codes local to the returned ids; type: index in
+    the returned rule types, -1 for the other types, which only make their member known), and the rule types
+    (`types`, or every type present before T when None). Values and items are only read on rule rows before T
+    (the only rows whose value or item `prepare_arrays` keeps)."""
     _no_nulls(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
     e_m, e_uniq = _codes(events[MEMBER_ID])
     e_t = to_us(events[OCCURRED_AT])
-    ekeep = e_t < T
-    first_event = np.full(len(e_uniq), np.iinfo(np.int64).max, dtype=np.int64)
-    if ekeep.all():
-        np.minimum.at(first_event, e_m, e_t)
-    else:  # events at/after T never win the minimum (memory: no filtered copies of two 8-byte columns)
-        np.minimum.at(first_event, e_m, np.where(ekeep, e_t, np.iinfo(np.int64).max))
-    present = first_event < np.iinfo(np.int64).max  # some event before T
     etype = events["type"]
-    if types is not None:  # one Arrow comparison per rule type: no per-row strings
-        tcode = np.full(len(events), -1, dtype=np.int8)
-        for i, ty in enumerate(types):
-            tcode[(etype == ty).to_numpy(dtype=bool, na_value=False)] = i
-        tkeep = ekeep & (tcode >= 0)
-        idx = np.flatnonzero(tkeep)
-        e_type = pd.Categorical.from_codes(tcode.take(idx), categories=types)
-    else:
-        idx = np.flatnonzero(ekeep)
-        e_type = pd.Categorical(etype.take(idx).astype("string"))
-    e_value = (pd.to_numeric(events["value"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan).take(idx)
-               if "value" in events.columns else np.full(len(idx), np.nan))
-    e_item = (_codes(events[ITEM_ID].take(idx))[0] if ITEM_ID in events.columns
-              else np.full(len(idx), -1, dtype=np.int64))
-    return {"m": e_m.take(idx), "t": e_t.take(idx), "uniq": e_uniq, "present": present, "type": e_type,
-            "value": e_value, "item": e_item, "first": first_event}
+    before = e_t < T
+    if types is None:
+        types = sorted(map(str, etype[before].unique()))
+    tcode = np.full(len(events), -1, dtype=np.int8 if len(types) < 127 else np.int32)
+    for i, ty in enumerate(types):  # one Arrow comparison per rule type: no per-row strings
+        tcode[(etype == ty).to_numpy(dtype=bool, na_value=False)] = i
+    idx = np.flatnonzero(before & (tcode >= 0))
+    del before
+    value = np.full(len(events), np.nan)
+    if "value" in events.columns:
+        value[idx] = pd.to_numeric(events["value"].take(idx), errors="coerce").to_numpy(dtype=np.float64,
+                                                                                       na_value=np.nan)
+    item = np.full(len(events), -1, dtype=np.int64)
+    if ITEM_ID in events.columns:
+        item[idx] = _codes(events[ITEM_ID].take(idx))[0]
+    return {"m": e_m, "t": e_t, "type": tcode, "value": value, "item": item}, e_uniq, types
 
 
 def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataFrame | None, as_of: object,
             event_types: set[str] | None = None, category_bonus: dict[str, int] | None = None) -> Inputs:
     """Validate and normalise the three tables for one as-of date.
 
-    `event_types`: the event types the rules use (others only make their member known); `category_bonus`:
-    category → flat bonus points per paid line (computed here so category strings never leave Arrow).
-    The orders and the events are independent until member codes are joined: on big tables they are prepared in
-    two threads (Arrow hashing and numpy release the GIL).
+    This is the DataFrame front of `loyalty.arrays.prepare_arrays`: it checks the contract columns, codes member,
+    order and item ids (pandas/Arrow factorize; member codes = positions in the sorted ids of the three tables),
+    turns statuses, event types, birthdays and times into the arrays `prepare_arrays` takes, and leaves the rules'
+    normalisation (as-of cut, integer cents, refunds, negative amounts, duplicate rows, first events, the member
+    population) to it, so those rules live in one place for both paths.
+
+    `event_types`: the event types the rules use (others only make their member known; None: every type present
+    before as_of); `category_bonus`: category → flat bonus points per paid line (computed here so category strings
+    never leave Arrow). The orders and the events are independent until member codes are joined: on big tables
+    they are coded in two threads (Arrow hashing and numpy release the GIL).
     """
+    from loyalty.arrays import prepare_arrays  # here, not at the top: loyalty.arrays builds on this module
+
     T = as_of_us(as_of)
     _require(orders, "orders", [ORDER_ID, MEMBER_ID, ORDERED_AT, "amount"])
     _no_nulls(orders, "orders", [ORDER_ID, MEMBER_ID, ORDERED_AT])
@@ -250,57 +238,45 @@ def prepare(orders: pd.DataFrame, events: pd.DataFrame | None, members: pd.DataF
     if has_events:
         _require(events, "events", [MEMBER_ID, OCCURRED_AT, "type"])
     types = sorted(event_types) if event_types is not None else None
+    ev: dict[str, np.ndarray] | None = None
+    e_uniq = pd.Index([], dtype="string")
     if has_events and len(orders) + len(events) >= _PARALLEL_ROWS:
         with ThreadPoolExecutor(max_workers=2) as pool:  # three jobs of similar size on two cores
             oj = pool.submit(_codes, orders[ORDER_ID])
             ej = pool.submit(_events_part, events, T, types)
-            op = _orders_part(orders, T, category_bonus, order_codes=oj)
-            ep = ej.result()
+            lines, o_uniq = _orders_part(orders, category_bonus, order_codes=oj)
+            ev, e_uniq, types = ej.result()
     else:
-        op = _orders_part(orders, T, category_bonus)
-        ep = _events_part(events if has_events else None, T, types)
+        lines, o_uniq = _orders_part(orders, category_bonus)
+        if has_events:
+            ev, e_uniq, types = _events_part(events, T, types)
+    if types is None:  # no events at all
+        types = []
 
     # members who had joined before as_of (or whose joined_at is unknown)
+    mem: dict[str, np.ndarray] | None = None
+    m_ids = pd.Index([], dtype="string")
     if members is not None and len(members):
         _require(members, "members", [MEMBER_ID])
         _no_nulls(members, "members", [MEMBER_ID])
-        mem = members
-        if "joined_at" in mem.columns:
-            mem = mem.loc[to_us(mem["joined_at"]) < T]  # NaT is NO_TIME: kept
-        m_ids = pd.Index(mem[MEMBER_ID].astype("string"))
-    else:
-        mem = None
-        m_ids = pd.Index([], dtype="string")
+        rows = members
+        if "joined_at" in rows.columns:
+            rows = rows.loc[to_us(rows["joined_at"]) < T]  # NaT is NO_TIME: kept
+        m_ids = pd.Index(rows[MEMBER_ID].astype("string"))
+        birth_month = (pd.to_datetime(rows["birthday"], errors="coerce").dt.month
+                       .to_numpy(dtype=np.float64, na_value=0).astype(np.int8)
+                       if "birthday" in rows.columns else np.zeros(len(rows), dtype=np.int8))
+        joined = (to_us(rows["joined_at"]) if "joined_at" in rows.columns
+                  else np.full(len(rows), NO_TIME, dtype=np.int64))
+        mem = {"m": m_ids, "birth_month": birth_month, "joined": joined}
 
-    o_uniq, e_uniq = op["uniq"], ep["uniq"]
-    member_ids = pd.Index(o_uniq[op["present"]]).append(pd.Index(e_uniq[ep["present"]])).append(m_ids).unique()
+    # member codes: positions in the sorted ids of the three tables (prepare_arrays drops those without a row
+    # before as_of)
+    member_ids = o_uniq.append(e_uniq).append(m_ids).unique()
     member_ids = pd.Index(member_ids.sort_values(), dtype="string", name=MEMBER_ID)
-    o_map = member_ids.get_indexer(o_uniq).astype(np.int64)
-    e_map = member_ids.get_indexer(e_uniq).astype(np.int64)
-    lines = dict(op["cols"])
-    lines["m"] = o_map.take(lines["m"])
-    e_m = e_map.take(ep["m"]) if len(ep["m"]) else ep["m"]
-    e_type = ep["type"]
-    ev = {"m": e_m, "t": ep["t"], "type": e_type, "value": ep["value"]}
-    edup = duplicate_rows([e_m, ep["t"], np.asarray(e_type.codes, dtype=np.int64), ep["value"], ep["item"]])
-    n_edup = int(edup.sum())
-    if n_edup:
-        keep = np.flatnonzero(~edup)
-        ev = {k: (v.take(keep) if isinstance(v, np.ndarray) else v[keep]) for k, v in ev.items()}
-
-    n = len(member_ids)
-    birth_month = np.zeros(n, dtype=np.int8)
-    joined = np.full(n, NO_TIME, dtype=np.int64)
-    first_seen_event = np.full(n, NO_TIME, dtype=np.int64)
-    first_event, e_present = ep["first"], ep["present"]
-    seen = e_present & (first_event < np.iinfo(np.int64).max) if len(first_event) else e_present
-    first_seen_event[e_map[seen]] = first_event[seen]
-    if mem is not None and len(mem):
-        codes = member_ids.get_indexer(m_ids)
-        if "birthday" in mem.columns:
-            bm = pd.to_datetime(mem["birthday"], errors="coerce").dt.month.to_numpy(dtype=np.float64, na_value=0)
-            birth_month[codes] = bm.astype(np.int8)
-        if "joined_at" in mem.columns:
-            joined[codes] = to_us(mem["joined_at"])
-    return Inputs(as_of=T, member_ids=member_ids, lines=lines, events=ev, birth_month=birth_month, joined=joined,
-                  first_event=first_seen_event, duplicates={"orders": op["n_dup"], "events": n_edup})
+    lines["m"] = member_ids.get_indexer(o_uniq).astype(np.int64).take(lines["m"])
+    if ev is not None:
+        ev["m"] = member_ids.get_indexer(e_uniq).astype(np.int64).take(ev["m"])
+    if mem is not None:
+        mem["m"] = member_ids.get_indexer(m_ids).astype(np.int64)
+    return prepare_arrays(member_ids, lines, ev, mem, as_of, types)

@@ -84,3 +84,15 @@ def test_recent_items_match_the_recommenders_history_summary(store) -> None:
     for c in ("n_bought", "n_bought_hl14", "n_bought_hl56"):
         assert items[c].astype(float).to_numpy() == pytest.approx(summary[c].to_numpy(dtype=float), rel=1e-9), c
     assert (items["last_bought_at"].to_numpy() == summary["last_bought_at"].to_numpy()).all()
+
+
+def test_recent_items_columns_are_the_recommenders_history_columns(store) -> None:
+    """The online `recent_items` rows are the recommender's history input: the recent-items plan
+    (features/definitions/recent_items.py) is the one source of their columns, and every column the ranker requires
+    is served; nothing served is ignored by it except the display category."""
+    from training.member_pyfunc.recs import HISTORY_OPTIONAL, HISTORY_REQUIRED
+
+    cols = set(compute_recent_items(store, AS_OF).columns)
+    assert set(HISTORY_REQUIRED) <= cols
+    assert {"first_bought_at", "spend", "n_bought_hl14", "n_bought_hl56"} <= cols & set(HISTORY_OPTIONAL)
+    assert cols - set(HISTORY_REQUIRED) - set(HISTORY_OPTIONAL) == {"category"}
