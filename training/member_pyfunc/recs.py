@@ -18,7 +18,10 @@ Everything is vectorised over the batch, so one member and all members take the 
 single). This module and `recs_rules.py` are all the MLflow model needs at load time (plus lightgbm when a ranker
 won validation). For one-member latency the ranker is compiled at load (`tree_predictor.py`: LightGBM's scores, ~3×
 less CPU; LightGBM itself when that is unavailable) and small inputs skip pandas' per-column overhead
-(`frame_columns.py`); tests/test_recs_latency.py checks both against the reference path.
+(`frame_columns.py`); tests/test_recs_latency.py checks both against the reference path. Also built once at load and
+exact (tests/test_recs_latency_kernels.py): the ALS top-k of one member scores only the items whose norm bound can
+reach it (`als_topk.py`), the candidate features, kNN sums and fold-in rows are numba loops (`recs_kernels.py`),
+and Arrow item ids are looked up in a compiled hash table (`item_lookup.py`); numpy/dict paths remain without numba.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from .als_topk import NormOrder, norm_order, top_k_pruned
 from .frame_columns import column_values, datetime_column_us, numeric_column, single_value, string_array
 from .recs_rules import RulesConfig, allowed_mask, consumable_flags, reasons, rules_from_params
 
@@ -241,6 +245,13 @@ class RecsArtifacts:
         return {x: k for k, x in enumerate(self.item_ids.tolist())}
 
     @cached_property
+    def item_table(self) -> Any:
+        """The item ids hashed for the compiled one-member id lookup (`item_lookup.py`), or None (no numba)."""
+        from .item_lookup import item_table
+
+        return item_table(self.item_ids)
+
+    @cached_property
     def blas(self) -> Any:
         """A threadpoolctl controller (built once: building one scans the loaded libraries), or None."""
         try:
@@ -250,9 +261,44 @@ class RecsArtifacts:
         return ThreadpoolController()
 
     @cached_property
+    def als_order(self) -> NormOrder:
+        """Item factors sorted by norm, for the one-member pruned ALS top-k (`als_topk.py`)."""
+        return norm_order(self.item_factors)
+
+    @cached_property
+    def item_columns(self) -> Any:
+        """Per-item log popularity and trend, once per model, for the compiled feature loops."""
+        from .recs_kernels import item_columns
+
+        return item_columns(self.item_pop_recent, self.item_pop_prev, self.item_pop_all)
+
+    @cached_property
+    def feature_kernel(self) -> bool:
+        """True when the compiled loops of `recs_kernels.py` run (candidate features, kNN sums, the one-member
+        fold-in rows; numba compiles them here, once), False: numpy, the same numbers (numba missing, or a feature
+        list the loops do not write; logged)."""
+        from .recs_kernels import KERNEL_FEATURES, kernels_available
+
+        if KERNEL_FEATURES != FEATURES:
+            _log.warning("recs model: compiled feature loops skipped (feature list differs); features by numpy")
+            return False
+        if not kernels_available(item_factors=self.item_factors, item_category=self.item_category,
+                                 items=self.item_columns, item_repeat=self.item_repeat, item_price=self.item_price,
+                                 item_cycle=self.item_cycle):
+            _log.warning("recs model: numba unavailable or failed to compile; numpy loops")
+            return False
+        return True
+
+    @cached_property
     def yty(self) -> np.ndarray:
         v = self.item_factors.astype(np.float64)
         return v.T @ v
+
+    @cached_property
+    def als_base(self) -> np.ndarray:
+        """YᵀY + λI: the part of every member's fold-in equation that does not depend on the member."""
+        f = self.item_factors.shape[1]
+        return self.yty + self.p["als_reg"] * np.eye(f)
 
     @cached_property
     def rules(self) -> RulesConfig:
@@ -411,12 +457,18 @@ def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) ->
     else:
         mpos = pd.Index(members, dtype=object).get_indexer(mid)
     if "item_id" in h.columns:
-        items = h["item_id"].to_numpy(dtype=object)
-        if small:  # a dict lookup per row beats building a pandas indexer for a handful of rows
-            pos = art.item_pos
-            ipos = np.fromiter(map(pos.get, items.tolist(), repeat(-1, len(items))), np.int64, len(items))
-        else:
-            ipos = art.item_index.get_indexer(np.where(pd.isna(items), "\x00", items).astype(str).astype(object))
+        # small inputs: Arrow strings through the compiled hash table (`item_lookup.py`), else a dict lookup per
+        # row (both beat building a pandas indexer for a handful of rows; the same positions, tested)
+        table = art.item_table if small else None
+        ipos = table.positions(column_values(h, "item_id")) if table is not None else None
+        if ipos is None:
+            items = h["item_id"].to_numpy(dtype=object)
+            if small:
+                pos = art.item_pos
+                ipos = np.fromiter(map(pos.get, items.tolist(), repeat(-1, len(items))), np.int64, len(items))
+            else:
+                ipos = art.item_index.get_indexer(
+                    np.where(pd.isna(items), "\x00", items).astype(str).astype(object))
     else:
         ipos = np.full(len(h), -1)
     keep = ipos >= 0
@@ -481,16 +533,23 @@ def fold_in(art: RecsArtifacts, hb: HistoryBatch) -> np.ndarray:
 
 
 def _solve_batched(art: RecsArtifacts, m: np.ndarray, i: np.ndarray, c: np.ndarray, out: np.ndarray,
-                   budget: int = 1 << 21) -> np.ndarray:
+                   budget: int = 1 << 21, *, compiled: bool = True) -> np.ndarray:
     """All members' normal equations as stacked matrices, solved by LAPACK in one call per chunk (no Python loop
     per member). Members are grouped by history length so the padded (members, length, factors) blocks stay dense;
     rows of `m` must be sorted by member."""
     f = art.item_factors.shape[1]
-    base = art.yty + art.p["als_reg"] * np.eye(f)
+    base = art.als_base
     if m[0] == m[-1]:  # one member (the online path): the same block and arithmetic, without the chunk bookkeeping
-        y = art.item_factors[i].astype(np.float64)[None]
         w = c.astype(np.float64)[None]
-        a = base + np.matmul(y.transpose(0, 2, 1) * (w - 1.0)[:, None, :], y)
+        if compiled and art.feature_kernel:  # the factor rows and their scaled copy in one compiled pass
+            from .recs_kernels import factor_rows
+
+            y2, z2 = factor_rows(art.item_factors, i, w[0])
+            y, lhs = y2[None], z2.T[None]  # lhs: numpy's `y.transpose(0, 2, 1) * (w - 1)`, same layout
+        else:
+            y = art.item_factors[i].astype(np.float64)[None]
+            lhs = y.transpose(0, 2, 1) * (w - 1.0)[:, None, :]
+        a = base + np.matmul(lhs, y)
         rhs = np.einsum("blf,bl->bf", y, w)
         out[m[:1]] = np.linalg.solve(a, rhs[..., None])[..., 0]
         return out
@@ -575,9 +634,14 @@ def build_candidates(art: RecsArtifacts, hb: HistoryBatch) -> Candidates:
         chunk = int(p["als_chunk"])
         for s0 in range(0, len(rows), chunk):
             r = rows[s0:s0 + chunk]
-            sc = u[r] @ art.item_factors.T
             k = min(n_als, n - 1)
-            top = np.argpartition(-sc, k, axis=1)[:, :k]
+            # one member: score only the items whose norm bound can reach its top k (the same set; als_topk.py)
+            top = top_k_pruned(art.als_order, u[r[0]], k) if len(r) == 1 else None
+            if top is not None:
+                top = top[None]
+            else:
+                sc = u[r] @ art.item_factors.T
+                top = np.argpartition(-sc, k, axis=1)[:, :k]
             keys.append((r[:, None] * n + top).ravel())
             srcs.append(np.full(top.size, SOURCE_ALS, np.int8))
     # kNN: neighbours of the member's strongest items
@@ -594,12 +658,7 @@ def build_candidates(art: RecsArtifacts, hb: HistoryBatch) -> Candidates:
         kk = km * n + nb_i[valid]
         kw = w[valid]
         ks = np.repeat(hb.i[seeds], nb_i.shape[1]).reshape(nb_i.shape)[valid]
-        uk, inv = np.unique(kk, return_inverse=True)
-        knn_score = np.bincount(inv, weights=kw, minlength=len(uk))
-        # the seed contributing most to each (member, item), for the reason
-        o2, r2 = group_rank(inv, kw)
-        knn_seed = np.empty(len(uk), np.int64)
-        knn_seed[inv[o2[r2 == 0]]] = ks[o2[r2 == 0]]
+        uk, knn_score, knn_seed = _knn_sums(art, kk, kw, ks)
         knn_key = uk
         o3, r3 = group_rank(uk // n, knn_score)
         top = o3[r3 < p["n_knn"]]
@@ -621,11 +680,27 @@ def build_candidates(art: RecsArtifacts, hb: HistoryBatch) -> Candidates:
     # union: keep the strongest source (lowest code) per key
     o = np.lexsort((all_src, all_keys))
     all_keys, all_src = all_keys[o], all_src[o]
-    first = np.r_[True, np.diff(all_keys) != 0]
+    first = np.r_[True, np.diff(all_keys) != 0] if len(all_keys) else np.zeros(0, bool)  # no members: none
     ck, cs = all_keys[first], all_src[first]
     cm, ci = ck // n, ck % n
     return Candidates(m=cm, i=ci, source=cs, seed=_lookup(knn_key, knn_seed, ck, -1).astype(np.int64),
                       X=_features(art, hb, u, rep, ck, cm, ci, knn_key, knn_score))
+
+
+def _knn_sums(art: RecsArtifacts, kk: np.ndarray, kw: np.ndarray, ks: np.ndarray, *,
+              compiled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (member, item) keys of the kNN contributions, their summed weight, and the seed item contributing
+    most to each (for the reason): one compiled pass (`recs_kernels.knn_sums`) or numpy, the same arrays."""
+    if compiled and art.feature_kernel:
+        from .recs_kernels import knn_sums
+
+        return knn_sums(kk, kw, ks)
+    uk, inv = np.unique(kk, return_inverse=True)
+    knn_score = np.bincount(inv, weights=kw, minlength=len(uk))
+    o2, r2 = group_rank(inv, kw)
+    knn_seed = np.empty(len(uk), np.int64)
+    knn_seed[inv[o2[r2 == 0]]] = ks[o2[r2 == 0]]
+    return uk, knn_score, knn_seed
 
 
 def _lookup(sorted_keys: np.ndarray, values: np.ndarray, query: np.ndarray, default: float) -> np.ndarray:
@@ -649,8 +724,42 @@ def _group_reduce(op: np.ufunc, m: np.ndarray, starts: np.ndarray, values: np.nd
     return out
 
 
+def _scores_and_ranks(art: RecsArtifacts, u: np.ndarray, ck: np.ndarray, cm: np.ndarray, ci: np.ndarray,
+                      knn_key: np.ndarray, knn_score: np.ndarray) -> tuple[np.ndarray, ...]:
+    """ALS and kNN score of each candidate and their rank within the member's candidates (kNN rank NaN when 0)."""
+    als = np.einsum("ij,ij->i", u[cm], art.item_factors[ci])
+    knn = _lookup(knn_key, knn_score, ck, 0.0)
+    o_a, r_a = group_rank(cm, als)
+    als_rank = np.empty(len(ck))
+    als_rank[o_a] = r_a
+    o_k, r_k = group_rank(cm, knn)
+    knn_rank = np.empty(len(ck))
+    knn_rank[o_k] = np.where(knn[o_k] > 0, r_k, np.nan)
+    return als, knn, als_rank, knn_rank
+
+
 def _features(art: RecsArtifacts, hb: HistoryBatch, u: np.ndarray, rep: np.ndarray, ck: np.ndarray,
-              cm: np.ndarray, ci: np.ndarray, knn_key: np.ndarray, knn_score: np.ndarray) -> np.ndarray:
+              cm: np.ndarray, ci: np.ndarray, knn_key: np.ndarray, knn_score: np.ndarray, *,
+              compiled: bool = True) -> np.ndarray:
+    """The (candidates, FEATURES) float32 matrix: by the compiled loops (`recs_kernels.py`) when numba is there,
+    else by numpy (`_features_numpy`): the same numbers (tested)."""
+    if not (compiled and art.feature_kernel):
+        return _features_numpy(art, hb, u, rep, ck, cm, ci, knn_key, knn_score)
+    from . import recs_kernels
+
+    als, knn, als_rank, knn_rank = _scores_and_ranks(art, u, ck, cm, ci, knn_key, knn_score)
+    return recs_kernels.features(
+        b=hb.b, n_cat=max(len(art.categories), 1), hkey=hb.m * art.n_items + hb.i, hm=hb.m, hi=hb.i,
+        n_bought=hb.n_bought, rep=rep, days_last=hb.days_last, days_first=hb.days_first, days_seen=hb.days_seen,
+        n_view=hb.n_view, n_cart=hb.n_cart, n_favorite=hb.n_favorite, spend=hb.spend, hl14=hb.hl14, hl56=hb.hl56,
+        view_hl1=hb.view_hl1, cart_hl1=hb.cart_hl1, item_category=art.item_category, items=art.item_columns,
+        item_repeat=art.item_repeat, item_price=art.item_price, item_cycle=art.item_cycle, ck=ck, cm=cm, ci=ci,
+        als=als, knn=knn, als_rank=als_rank, knn_rank=knn_rank)
+
+
+def _features_numpy(art: RecsArtifacts, hb: HistoryBatch, u: np.ndarray, rep: np.ndarray, ck: np.ndarray,
+                    cm: np.ndarray, ci: np.ndarray, knn_key: np.ndarray, knn_score: np.ndarray) -> np.ndarray:
+    """The feature matrix by numpy array operations (the reference the compiled loops are tested against)."""
     n = art.n_items
     b = hb.b
     hkey = hb.m * n + hb.i  # sorted
@@ -688,14 +797,7 @@ def _features(art: RecsArtifacts, hb: HistoryBatch, u: np.ndarray, rep: np.ndarr
     cat_counts = np.bincount(hb.m[kc] * n_cat + hcat[kc], weights=hb.n_bought[kc], minlength=b * n_cat)
     ccat = art.item_category[ci]
     aff = np.where(ccat >= 0, cat_counts[cm * n_cat + np.maximum(ccat, 0)] / np.maximum(m_total[cm], 1.0), np.nan)
-    als = np.einsum("ij,ij->i", u[cm], art.item_factors[ci])
-    knn = _lookup(knn_key, knn_score, ck, 0.0)
-    o_a, r_a = group_rank(cm, als)
-    als_rank = np.empty(len(ck))
-    als_rank[o_a] = r_a
-    o_k, r_k = group_rank(cm, knn)
-    knn_rank = np.empty(len(ck))
-    knn_rank[o_k] = np.where(knn[o_k] > 0, r_k, np.nan)
+    als, knn, als_rank, knn_rank = _scores_and_ranks(art, u, ck, cm, ci, knn_key, knn_score)
     hl14 = hget(hb.hl14, np.nan)
     m_hl14 = np.bincount(hb.m, weights=np.nan_to_num(hb.hl14), minlength=b)
     cycle = art.item_cycle[ci].astype(float)
@@ -812,13 +914,24 @@ def top_items(art: RecsArtifacts, hb: HistoryBatch, cand: Candidates, score: np.
                  else np.full(len(sel), "", dtype=object))
     why = reasons(n_bought=nb[sel], mean_gap=gap, n_engaged=engaged, seed_item=seed_ids, category=cat_names,
                   source=cand.source[sel])
-    return pd.DataFrame({
+    return output_frame({
         "member_id": string_array(hb.member_ids[cand.m[sel]]),
         "rank": (r + 1).astype(np.int64),
         "item_id": string_array(art.item_ids[cand.i[sel]]),
         "score": score[sel].astype(float),
         "reason": string_array(why),
     })
+
+
+def output_frame(columns: dict[str, Any]) -> pd.DataFrame:
+    """`pd.DataFrame(columns)` for freshly built, equal-length 1-d arrays, through pandas' array constructor when it
+    has one (~0.15 ms less per one-member answer than the dict constructor's checks; the same frame, tested)."""
+    from_arrays = getattr(pd.DataFrame, "_from_arrays", None)
+    if from_arrays is None:  # pragma: no cover - a pandas without the internal constructor
+        return pd.DataFrame(columns)
+    arrays = list(columns.values())
+    return from_arrays(arrays, columns=pd.Index(list(columns)), index=pd.RangeIndex(len(arrays[0])),
+                       verify_integrity=False)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -844,6 +957,8 @@ class RecsModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:  # noqa: ANN001 (mlflow PythonModelContext)
         self.art = RecsArtifacts.load(context.artifacts["recs"])
         _ = self.art.predictor  # compile the ranker now (model load), not on the first request
+        # and everything else the one-member path builds once: ALS arrays, compiled loops, the id table
+        _ = self.art.als_order, self.art.als_base, self.art.feature_kernel, self.art.item_table
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
