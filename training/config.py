@@ -54,8 +54,8 @@ class BoosterConfig(BaseModel):
     early_stopping_rounds: int = Field(100, ge=1)
     exclude_features: list[str] = Field(default_factory=list)
     # refit the final model on every cutoff whose label window ends by the test cutoff (training, in-between and
-    # validation ones) with the validation-chosen rounds × refit_rounds_scale; calibration stays the one fitted on
-    # the first model's out-of-time validation margins (issue 5 lever table: checked on a nested backtest)
+    # validation ones) with the validation-chosen rounds × refit_rounds_scale (issue 5 lever table: checked on a
+    # nested backtest); churn cross-fits its stack and calibration on the refit model's own out-of-fold margins
     refit: bool = True
     refit_rounds_scale: float = Field(1.0, gt=0, le=5)
     seed: int = 7
