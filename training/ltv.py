@@ -7,6 +7,13 @@ Two learners are fitted on the same stacked cutoffs and early-stopped on the val
 keeps Tweedie unless the two-part model wins by more than `two_part_margin` (0.005): on Complete Journey, Online
 Retail and the synthetic store the two tie within 0.001, and one booster is simpler to serve and explain. Both
 scores are recorded with the run, so the choice is made by backtest, not by taste.
+
+Two levers chosen on a nested backtest (the test cutoff moved back to the validation cutoff; issue 5 lever table):
+- early stopping on the validation rows' normalized Gini (`early_stopping_metric: gini`), the metric the model is
+  judged by (rank-based with spend weights), instead of the Tweedie deviance, which keeps adding trees that fit the
+  level of big spenders without improving their order;
+- seed bagging (`bags: 5`): each booster is fitted `bags` times with different seeds (row and feature subsampling
+  differ) and the predictions are averaged, which removes most of the seed-to-seed noise of one booster.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from member_ml.settings import Settings
 from training import backtest, baselines, metrics as M, plots
 from training.config import BoosterConfig, load_config as _load_config
 from training.evaluation import Evaluation, compare
-from training.member_pyfunc.ltv import LtvModel
+from training.member_pyfunc.ltv import ROLES, LtvModel, part_name
 from training.member_pyfunc.matrix import FeatureSpec
 from training.registry import ModelSpec
 from training.trainers import TrainOutcome
@@ -42,6 +49,9 @@ class LtvConfig(BoosterConfig):
     two_part_margin: float = Field(0.005, ge=0)  # auto: two-part must beat Tweedie's validation Gini by this much
     num_leaves: int = Field(15, ge=2)
     tweedie_variance_power: float = Field(1.3, gt=1, lt=2)
+    # stop adding trees when the validation normalized Gini stops improving ("objective": the objective's own loss)
+    early_stopping_metric: Literal["gini", "objective"] = "gini"
+    bags: int = Field(5, ge=1, le=50)  # boosters per role fitted with seeds seed, seed+1, …; predictions averaged
     # refit on all cutoffs up to the test: off for LTV (nested backtest at the validation cutoff: Gini +0.002
     # Complete Journey, +0.001 synthetic, −0.008 Online Retail; churn keeps it on) — see issue 5 lever table
     refit: bool = False
@@ -67,20 +77,51 @@ def _params(cfg: LtvConfig, objective: str) -> dict[str, Any]:
     return p
 
 
+def _gini_eval(preds: np.ndarray, data: Any) -> tuple[str, float, bool]:
+    """LightGBM feval: normalized Gini of the predictions against the dataset's labels (higher is better).
+
+    Rank-based, so raw or transformed predictions (any monotone link) give the same value."""
+    g = M.gini(data.get_label(), preds)
+    return "gini", (g if np.isfinite(g) else 0.0), True
+
+
 def _boost(cfg: LtvConfig, objective: str, x: np.ndarray, y: np.ndarray, xv: np.ndarray | None,
-           yv: np.ndarray | None, spec: FeatureSpec, metric: str, rounds: int | None = None) -> Any:
-    """Early-stopped on (xv, yv); with `rounds` (a refit) a fixed number of rounds and no validation set."""
+           yv: np.ndarray | None, spec: FeatureSpec, metric: str, rounds: int | None = None, bag: int = 0) -> Any:
+    """Early-stopped on (xv, yv); with `rounds` (a refit) a fixed number of rounds and no validation set.
+
+    `bag` offsets the seed (seed bagging); early stopping follows `cfg.early_stopping_metric`."""
     import lightgbm as lgb
 
-    params = {**_params(cfg, objective), "metric": metric}
+    by_gini = cfg.early_stopping_metric == "gini"
+    params = {**_params(cfg, objective), "metric": "None" if by_gini else metric, "seed": cfg.seed + bag}
     d = lgb.Dataset(x, y, feature_name=spec.columns, categorical_feature=spec.categorical_indices or "auto",
                     free_raw_data=False)
     if rounds is not None:
         return lgb.train(params, d, num_boost_round=rounds)
     dv = lgb.Dataset(xv, yv, reference=d)
     b = lgb.train(params, d, num_boost_round=cfg.num_boost_round, valid_sets=[dv], valid_names=["validation"],
+                  feval=_gini_eval if by_gini else None,
                   callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)])
     return lgb.Booster(model_str=b.model_to_string(num_iteration=b.best_iteration if b.best_iteration > 0 else None))
+
+
+def _fit_kind(cfg: LtvConfig, kind: str, x: np.ndarray, y: np.ndarray, xv: np.ndarray | None,
+              yv: np.ndarray | None, spec: FeatureSpec, rounds: dict[str, int] | None = None) -> dict[str, Any]:
+    """All boosters of `kind` (cfg.bags seeds per role): early-stopped on (xv, yv), or with `rounds` per part."""
+    pos = y > 0
+    posv = yv > 0 if yv is not None else None
+    sets = {"value": ("tweedie", x, y, xv, yv, "tweedie"),
+            "buy": ("binary", x, pos.astype(float), xv, None if yv is None else posv.astype(float), "binary_logloss"),
+            "spend": ("gamma", x[pos], y[pos], None if xv is None else xv[posv], None if yv is None else yv[posv],
+                      "gamma")}
+    out = {}
+    for bag in range(cfg.bags):
+        for role in ROLES[kind]:
+            objective, a, b, av, bv, metric = sets[role]
+            part = part_name(role, bag)
+            out[part] = _boost(cfg, objective, a, b, av, bv, spec, metric, None if rounds is None else rounds[part],
+                               bag)
+    return out
 
 
 def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: LtvConfig,
@@ -103,16 +144,9 @@ def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: LtvConfig,
     spec = FeatureSpec.from_frame(train, exclude=NON_FEATURES | set(cfg.exclude_features))
     x, xv = spec.matrix(train), spec.matrix(valid)
     y, yv = train[LABEL].to_numpy(float).clip(0), valid[LABEL].to_numpy(float).clip(0)
-    candidates: dict[str, LtvModel] = {}
-    if cfg.kind in ("auto", "tweedie"):
-        b = _boost(cfg, "tweedie", x, y, xv, yv, spec, "tweedie")
-        candidates["tweedie"] = LtvModel("tweedie", {"value": b}, spec, cfg.horizon_days, derived)
-    if cfg.kind in ("auto", "two_part"):
-        buy = _boost(cfg, "binary", x, (y > 0).astype(float), xv, (yv > 0).astype(float), spec, "binary_logloss")
-        pos, posv = y > 0, yv > 0
-        spend = _boost(cfg, "gamma", x[pos], y[pos], xv[posv], yv[posv], spec, "gamma")
-        candidates["two_part"] = LtvModel("two_part", {"buy": buy, "spend": spend}, spec, cfg.horizon_days,
-                                          derived)
+    kinds = ("tweedie", "two_part") if cfg.kind == "auto" else (cfg.kind,)
+    candidates = {k: LtvModel(k, _fit_kind(cfg, k, x, y, xv, yv, spec), spec, cfg.horizon_days, derived)
+                  for k in kinds}
     val_gini = {k: M.gini(yv, m.predict_value(valid)) for k, m in candidates.items()}
     if len(val_gini) == 2:  # prefer the simpler single booster unless the two-part model is clearly better
         kind = "two_part" if val_gini["two_part"] > val_gini["tweedie"] + cfg.two_part_margin else "tweedie"
@@ -120,6 +154,7 @@ def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: LtvConfig,
         kind = next(iter(val_gini))
     model = candidates[kind]
     info = {"kind": kind, "train_rows": len(train), "validation_rows": len(valid), "features": len(spec.columns),
+            "bags": cfg.bags, "early_stopping_metric": cfg.early_stopping_metric,
             **{f"validation_gini_{k}": round(v, 4) for k, v in val_gini.items()},
             **{f"trees_{p}": b.num_trees() for p, b in model.boosters.items()},
             **backtest.derived_info(derived, why)}
@@ -140,12 +175,7 @@ def _refit(rows: pd.DataFrame, cfg: LtvConfig, chosen: LtvModel) -> tuple[LtvMod
     spec = FeatureSpec.from_frame(rows, exclude=NON_FEATURES | set(cfg.exclude_features))
     x, y = spec.matrix(rows), rows[LABEL].to_numpy(float).clip(0)
     n = {p: backtest.refit_rounds(b.num_trees(), cfg.refit_rounds_scale) for p, b in chosen.boosters.items()}
-    if chosen.kind == "tweedie":
-        boosters = {"value": _boost(cfg, "tweedie", x, y, None, None, spec, "tweedie", n["value"])}
-    else:
-        pos = y > 0
-        boosters = {"buy": _boost(cfg, "binary", x, pos.astype(float), None, None, spec, "binary_logloss", n["buy"]),
-                    "spend": _boost(cfg, "gamma", x[pos], y[pos], None, None, spec, "gamma", n["spend"])}
+    boosters = _fit_kind(cfg, chosen.kind, x, y, None, None, spec, n)
     info = {"refit_rows": len(rows), "refit_cutoffs": int(pd.to_datetime(rows["cutoff"]).nunique()),
             **{f"refit_trees_{p}": v for p, v in n.items()}}
     return LtvModel(chosen.kind, boosters, spec, cfg.horizon_days, derived), info

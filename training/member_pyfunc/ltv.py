@@ -2,6 +2,9 @@
 
 kind "tweedie": one LightGBM booster with a Tweedie objective (log link: predictions are already ≥ 0).
 kind "two_part": P(buy) from a binary booster × expected spend given a purchase from a Gamma booster.
+
+Seed bagging: each role ("value"; or "buy" and "spend") may hold several boosters fitted with different seeds, stored
+as parts "<role>", "<role>_b1", "<role>_b2", …; a role's prediction is the mean of its boosters' predictions.
 """
 from __future__ import annotations
 
@@ -18,6 +21,17 @@ from .matrix import MEMBER_ID, FeatureSpec, member_ids, threads_for
 
 OUTPUT_COLUMNS = [MEMBER_ID, "ltv"]
 KINDS = ("tweedie", "two_part")
+ROLES = {"tweedie": ("value",), "two_part": ("buy", "spend")}
+
+
+def part_name(role: str, bag: int) -> str:
+    """The boosters-dict key of seed bag `bag` (0-based) of `role`: "value", "value_b1", …"""
+    return role if bag == 0 else f"{role}_b{bag}"
+
+
+def part_role(part: str) -> str:
+    """The role a boosters-dict key belongs to ("value_b2" → "value")."""
+    return part.partition("_b")[0]
 
 
 class LtvModel(mlflow.pyfunc.PythonModel):
@@ -39,6 +53,10 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         self.horizon_days = horizon_days
         self.derived = derived
         self.threads = 1  # LightGBM threads for big batches (0 = all cores)
+        missing = [r for r in ROLES[kind] if self.boosters and not any(part_role(p) == r for p in self.boosters)]
+        if missing:
+            raise ValueError(f"LTV model kind {kind!r} needs booster(s) for {missing}, "
+                             f"got parts {sorted(self.boosters)}")
 
     def save_artifacts(self, folder: Path) -> dict[str, str]:
         folder = Path(folder)
@@ -79,12 +97,17 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         """Expected spend per row (≥ 0)."""
         return self._value(self._matrix(frame))
 
+    def _role(self, role: str, x: np.ndarray, threads: int) -> np.ndarray:
+        """Mean prediction of the role's seed-bagged boosters."""
+        bag = [b for p, b in sorted(self.boosters.items()) if part_role(p) == role]
+        return np.mean([b.predict(x, num_threads=threads) for b in bag], axis=0)
+
     def _value(self, x: np.ndarray) -> np.ndarray:
         t = threads_for(len(x), getattr(self, "threads", 1))
         if self.kind == "tweedie":
-            v = self.boosters["value"].predict(x, num_threads=t)
+            v = self._role("value", x, t)
         else:
-            v = self.boosters["buy"].predict(x, num_threads=t) * self.boosters["spend"].predict(x, num_threads=t)
+            v = self._role("buy", x, t) * self._role("spend", x, t)
         return np.clip(np.nan_to_num(v, nan=0.0, posinf=0.0), 0.0, None)
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
