@@ -121,11 +121,12 @@ def test_ranker_settings_are_chosen_on_validation():
 
     tables = make_tables(n_members=80, n_weeks=16, seed=5)
     cfg = RecsConfig(horizon_days=14, n_train_splits=1, candidates=SMALL, als_grid=[], n_boot=100,
-                     ranker_grid=[{"num_leaves": 4, "min_data_in_leaf": 5}])
+                     ranker_grid=[{"num_leaves": 4, "min_data_in_leaf": 5}], ranker_select_se=0.0)
     bt = run_backtest(tables, cutoff="2024-04-08", cfg=cfg, baselines=False)
     grid = bt.ranker_info["grid"]
     assert len(grid) == 2 and grid[1]["num_leaves"] == 4
     assert bt.ranker_info["validation"]["ranker"] == pytest.approx(max(g["val_ndcg_at_10"] for g in grid), abs=1e-4)
+    assert sum(g["chosen"] for g in grid) == 1
     assert any(n.startswith("ranker settings on validation") for n in bt.evaluation.notes)
 
 

@@ -6,6 +6,7 @@ The ranker is kept only if it beats the repurchase-first blend on a later valida
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,23 @@ class RankerConfig(BaseModel):
     truncation_level: int = Field(30, ge=1)
     objective: str = Field("lambdarank", pattern="^(lambdarank|rank_xendcg)$",
                            description="LightGBM ranking objective (rank_xendcg: listwise cross-entropy, no truncation)")
-    num_threads: int = Field(2, ge=1)
+    num_threads: int = Field(1, ge=1, description="LightGBM threads; 1: OpenMP threads spin and stall when the 2 "
+                                                 "cores are shared (Taobao ranker: 3 CPU-s at 1 thread, 24 at 2)")
     seed: int = 7
+    bag: int = Field(1, ge=1, description="rankers trained with seeds seed, seed+1, … (and `bag_objectives` in turn), "
+                                          "each early-stopped on validation; their scores are summed (the served "
+                                          "model is one LightGBM text holding all their trees): less variance")
+    bag_objectives: list[str] = Field(default_factory=list, description="objectives the bag members cycle through "
+                                                                        "(empty: `objective` for all)")
+
+    def members(self) -> list["RankerConfig"]:
+        """One single-ranker config per bag member (seed and objective set, bag 1)."""
+        objs = self.bag_objectives or [self.objective]
+        bad = [o for o in objs if o not in ("lambdarank", "rank_xendcg")]
+        if bad:
+            raise ValueError(f"bag_objectives: unknown ranking objective(s) {bad} (lambdarank, rank_xendcg)")
+        return [self.model_copy(update={"seed": self.seed + k, "objective": objs[k % len(objs)], "bag": 1,
+                                        "bag_objectives": []}) for k in range(self.bag)]
 
 
 @dataclass
@@ -114,3 +130,55 @@ def train_ranker(train: list[RankFrame], valid: RankFrame | None, config: Ranker
     importance = dict(zip(FEATURES, booster.feature_importance("gain").round(1).tolist(), strict=True))
     return booster, {"best_iteration": int(best), "train_rows": int(len(y)), "train_members": int(len(g)),
                      "feature_importance": importance}
+
+
+def train_bag(train: list[RankFrame], valid: RankFrame, config: RankerConfig | None = None
+              ) -> tuple[dict[str, Any], np.ndarray]:
+    """Train every bag member of `config` (each early-stopped on `valid`) and sum their scores on `valid`.
+
+    Returns (info, summed validation scores); info holds each member's best iteration (`bag_iterations`), the
+    first's as `best_iteration`, and the gain importance summed over members."""
+    cfg = config or RankerConfig()
+    scores = np.zeros(len(valid.y))
+    infos = []
+    for mcfg in cfg.members():
+        booster, rinfo = train_ranker(train, valid, mcfg)
+        scores += booster.predict(valid.cand.X, num_threads=mcfg.num_threads)
+        infos.append(rinfo)
+    importance = {f: round(sum(i["feature_importance"][f] for i in infos), 1) for f in FEATURES}
+    return {**infos[0], "bag_iterations": [i["best_iteration"] for i in infos], "feature_importance": importance}, \
+        scores
+
+
+_TREE_HEAD = re.compile(r"^Tree=\d+\n", re.M)
+
+
+def merge_models(texts: list[str]) -> str:
+    """One LightGBM model text whose prediction is the sum of the given models' raw scores (their trees one after the
+    other, renumbered; `tree_sizes` recomputed so LightGBM's loader finds them). Models must share the feature list.
+
+    Why: a bag of rankers is served as one model, so the pyfunc, LightGBM and the compiled predictor need no change.
+    """
+    if not texts:
+        raise ValueError("merge_models needs at least one model text")
+    heads, blocks, tail, names = [], [], None, None
+    for k, text in enumerate(texts):
+        start = _TREE_HEAD.search(text)
+        end = text.find("end of trees")
+        if start is None or end < 0:
+            raise ValueError(f"model text {k} has no trees or no 'end of trees' marker")
+        head = text[:start.start()]
+        feats = re.search(r"^feature_names=(.*)$", head, re.M)
+        if feats is None or (names is not None and feats.group(1) != names):
+            raise ValueError(f"model text {k} has a different feature list than the first")
+        names = feats.group(1)
+        heads.append(head)
+        if tail is None:
+            tail = text[end:]
+        body = text[start.start():end]
+        bounds = [m.start() for m in _TREE_HEAD.finditer(body)] + [len(body)]
+        blocks += [body[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    renumbered = [_TREE_HEAD.sub(f"Tree={n}\n", b, count=1) for n, b in enumerate(blocks)]
+    sizes = " ".join(str(len(b.encode())) for b in renumbered)
+    head = re.sub(r"^tree_sizes=.*$", f"tree_sizes={sizes}", heads[0], count=1, flags=re.M)
+    return head + "".join(renumbered) + tail
