@@ -78,7 +78,7 @@ SPEC = ModelSpec(name="churn", primary_metric="auc", scorer=score, greater_is_be
 
 def _halves(ids: pd.Series) -> np.ndarray:
     """A stable 50/50 split of members by a hash of their id (True = early-stopping half)."""
-    return (pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy() % 2) == 0
+    return _member_folds(ids, 2) == 0
 
 
 def lgb_params(cfg: ChurnConfig) -> dict[str, Any]:
