@@ -164,9 +164,11 @@ def test_compiled_features_equal_numpy(fitted, seed, odd_items):
 # whole answers
 
 def _numpy_path(mp: pytest.MonkeyPatch) -> None:
-    """Route the features and the kNN sums through numpy (the reference)."""
+    """Route the features and the kNN sums through numpy, and one member through the batch code (the reference)."""
     mp.setattr(recs_mod, "_features", functools.partial(_features, compiled=False))
     mp.setattr(recs_mod, "_knn_sums", functools.partial(_knn_sums, compiled=False))
+    mp.setattr(recs_mod, "build_candidates", functools.partial(recs_mod.build_candidates, online=False))
+    mp.setattr(recs_mod, "top_items", functools.partial(recs_mod.top_items, online=False))
 
 
 @settings(max_examples=60, deadline=None)

@@ -22,9 +22,13 @@ less CPU; LightGBM itself when that is unavailable) and small inputs skip pandas
 exact (tests/test_recs_latency_kernels.py): the ALS top-k of one member scores only the items whose norm bound can
 reach it (`als_topk.py`), the candidate features, kNN sums and fold-in rows are numba loops (`recs_kernels.py`),
 and Arrow item ids are looked up in a compiled hash table (`item_lookup.py`); numpy/dict paths remain without numba.
+A batch of one member then runs arrays end to end (`recs_online.py`: history order, the candidate union with kNN
+sums and ranks, rules and top-N in a few compiled passes, reasons for the top rows only, the output frame built once
+from its blocks); tests/test_recs_latency_online.py checks it against the batch code for one member, bit for bit.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from itertools import repeat
@@ -37,7 +41,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from .als_topk import NormOrder, norm_order, top_k_pruned
+from .als_topk import NormOrder, norm_order, top_k_pruned, top_k_unique
 from .frame_columns import column_values, datetime_column_us, numeric_column, single_value, string_array
 from .recs_rules import RulesConfig, allowed_mask, consumable_flags, reasons, rules_from_params
 
@@ -290,6 +294,27 @@ class RecsArtifacts:
         return True
 
     @cached_property
+    def online_kernel(self) -> bool:
+        """True when one member's candidates and top-N take the compiled one-member loops (`recs_online.py`, on
+        top of the feature loops); False: the batch code for one member too (the same answers)."""
+        if not self.feature_kernel:
+            return False
+        from .recs_online import available
+
+        if not available():
+            _log.warning("recs model: one-member loops failed to compile; the batch code serves one member")
+            return False
+        return True
+
+    @cached_property
+    def static_allowed(self) -> np.ndarray:
+        """Per item: passes the rules that do not depend on the member (categories, item lists), once per model."""
+        n = self.n_items
+        return allowed_mask(np.arange(n), np.full(n, np.nan), item_ids=self.item_ids,
+                            item_category=self.item_category, categories=self.categories,
+                            consumable=np.ones(n, bool), rules=self.rules)
+
+    @cached_property
     def yty(self) -> np.ndarray:
         v = self.item_factors.astype(np.float64)
         return v.T @ v
@@ -381,10 +406,27 @@ class HistoryBatch:
         return len(self.member_ids)
 
 
+def _n_rows(keep: np.ndarray) -> int:
+    """How many rows `keep` selects (a boolean mask or the positions themselves)."""
+    return int(keep.sum()) if keep.dtype == bool else len(keep)
+
+
+def _single_member(art: RecsArtifacts, values: Any) -> tuple[bool, Any]:
+    """`single_value` of the member ids, by one compiled pass over Arrow strings when it can (`recs_online`)."""
+    if art.online_kernel:
+        from .recs_online import arrow_single_value
+
+        fast = arrow_single_value(values)
+        if fast is not None:
+            return fast
+    return single_value(values)
+
+
 def _num(h: pd.DataFrame, name: str, keep: np.ndarray, default: float) -> np.ndarray:
-    """A numeric input column as float64 (missing column → default; unparseable values are an error)."""
+    """A numeric input column as float64 (missing column → default; unparseable values are an error); `keep`
+    selects rows (a boolean mask or positions)."""
     if name not in h.columns:
-        return np.full(int(keep.sum()), default)
+        return np.full(_n_rows(keep), default)
     fast = numeric_column(h, name, default)  # plain numpy columns without building a Series (same numbers)
     if fast is not None:
         return fast[keep]
@@ -397,7 +439,7 @@ def _num(h: pd.DataFrame, name: str, keep: np.ndarray, default: float) -> np.nda
 def _age_days(h: pd.DataFrame, name: str, keep: np.ndarray, as_of: np.datetime64) -> np.ndarray:
     """Days from a timestamp column to `as_of` (NaT or missing column → NaN)."""
     if name not in h.columns:
-        return np.full(int(keep.sum()), np.nan)
+        return np.full(_n_rows(keep), np.nan)
     fast = datetime_column_us(h, name)  # tz-naive numpy datetimes without building a Series (same numbers)
     if fast is not None:
         return (as_of - fast[keep]) / np.timedelta64(1, "D")
@@ -426,7 +468,7 @@ def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) ->
         raise HistoryError(f"model input needs a member_id column; it has {list(history.columns)}")
     # one member (the online request): no per-row member ids to convert, hash or look up
     one, the_member = (False, None) if "segment" in history.columns or len(history) > SMALL_INPUT else \
-        single_value(column_values(history, "member_id"))
+        _single_member(art, column_values(history, "member_id"))
     mid = history["member_id"].to_numpy(dtype=object) if not one else None
     if not one and pd.isna(mid).any():
         raise HistoryError(f"member_id is null in {int(pd.isna(mid).sum())} input row(s)")
@@ -472,6 +514,10 @@ def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) ->
     else:
         ipos = np.full(len(h), -1)
     keep = ipos >= 0
+    presorted = len(members) == 1 and small
+    if presorted:  # one member: the rows to keep, in item order (the sort below, done first on the positions)
+        kept = np.flatnonzero(keep)
+        keep = kept[np.argsort(ipos[kept], kind="stable")]
     nb = _num(h, "n_bought", keep, 0.0)
     if (nb < 0).any():
         raise HistoryError("n_bought must be ≥ 0")
@@ -489,9 +535,10 @@ def prepare_history(history: pd.DataFrame, art: RecsArtifacts, as_of: object) ->
         "view_hl1": _num(h, "n_view_hl1", keep, np.nan), "cart_hl1": _num(h, "n_cart_hl1", keep, np.nan),
     }
     key = arrays["m"] * art.n_items + arrays["i"]
-    order = np.argsort(key, kind="stable")
-    arrays = {k: v[order] for k, v in arrays.items()}
-    key = key[order]
+    if not presorted:
+        order = np.argsort(key, kind="stable")
+        arrays = {k: v[order] for k, v in arrays.items()}
+        key = key[order]
     if len(key) and (np.diff(key) == 0).any():
         raise HistoryError("history has duplicate (member_id, item_id) rows; summarise them first")
     return HistoryBatch(member_ids=members, segment=seg, **arrays)
@@ -614,8 +661,14 @@ class Candidates:
     X: np.ndarray  # (rows, len(FEATURES)) float32
 
 
-def build_candidates(art: RecsArtifacts, hb: HistoryBatch) -> Candidates:
-    """Union of history, ALS, kNN and popularity candidates for every member of the batch, with ranker features."""
+def build_candidates(art: RecsArtifacts, hb: HistoryBatch, *, online: bool = True) -> Candidates:
+    """Union of history, ALS, kNN and popularity candidates for every member of the batch, with ranker features.
+
+    One member (`online`): the compiled one-member loops (`_candidates_one`), the same candidates and features."""
+    if online and hb.b == 1 and art.online_kernel:
+        cand = _candidates_one(art, hb)
+        if cand is not None:
+            return cand
     p = art.p
     n = art.n_items
     b = hb.b
@@ -685,6 +738,64 @@ def build_candidates(art: RecsArtifacts, hb: HistoryBatch) -> Candidates:
     cm, ci = ck // n, ck % n
     return Candidates(m=cm, i=ci, source=cs, seed=_lookup(knn_key, knn_seed, ck, -1).astype(np.int64),
                       X=_features(art, hb, u, rep, ck, cm, ci, knn_key, knn_score))
+
+
+def _als_top(art: RecsArtifacts, u: np.ndarray, k: int) -> np.ndarray:
+    """One member's top-k ALS items: pruned (`als_topk.py`), else the batch path's full scoring of row 0, whose top
+    set is taken by one compiled pass when no score ties the k-th (then it is unique: argpartition's set too)."""
+    top = top_k_pruned(art.als_order, u[0], k)
+    if top is None:
+        sc = u[np.zeros(1, np.int64)] @ art.item_factors.T
+        top = top_k_unique(sc[0], k)
+        if top is None:
+            top = np.argpartition(-sc, k, axis=1)[0, :k]
+    return top
+
+
+def _candidates_one(art: RecsArtifacts, hb: HistoryBatch) -> Candidates | None:
+    """`build_candidates` for a batch of one member by the one-member loops (`recs_online.py`); None when an input
+    is outside what the loops reproduce exactly (NaN scores): the caller runs the batch code."""
+    from . import recs_kernels, recs_online
+
+    p = art.p
+    n = art.n_items
+    ho = recs_online.history_order(hb.n_bought, hb.n_cart, hb.n_favorite, hb.n_view, hb.days_seen)
+    if ho is None:
+        return None
+    rep, order = ho
+    u = fold_in(art, hb)
+    n_als = int(p["n_als"])
+    als_top = _als_top(art, u, min(n_als, n - 1)) if (n_als > 0 and len(hb.i)) else np.zeros(0, np.int64)
+    n_pop = int(p["n_pop"])
+    pop = art.pop_global[:max(n_pop, 0)]
+    if n_pop > 0 and hb.segment[0] >= 0 and art.pop_segment.size:
+        seg_list = art.pop_segment[hb.segment[0], :len(pop)]
+        pop = np.where(seg_list >= 0, seg_list, pop)
+    seeds = order[:_count_below(len(order), p["knn_seeds"])]
+    out = recs_online.candidates(
+        hi=hb.i, order=order, n_hist=_count_below(len(order), p["n_hist"]), seed_w=np.log1p(rep[seeds]),
+        nbr_idx=art.nbr_idx, nbr_sim=art.nbr_sim, n_knn=_count_below(n, p["n_knn"]), als_top=als_top, pop=pop)
+    if out is None:
+        return None
+    ck, cs, seed, knn = out
+    cm, ci = ck // n, ck % n
+    als = np.einsum("ij,ij->i", u[cm], art.item_factors[ci])
+    rk = recs_online.ranks(als, knn)
+    if rk is None:
+        return None
+    X = recs_kernels.features(
+        b=1, n_cat=max(len(art.categories), 1), hkey=hb.m * n + hb.i, hm=hb.m, hi=hb.i, n_bought=hb.n_bought,
+        rep=rep, days_last=hb.days_last, days_first=hb.days_first, days_seen=hb.days_seen, n_view=hb.n_view,
+        n_cart=hb.n_cart, n_favorite=hb.n_favorite, spend=hb.spend, hl14=hb.hl14, hl56=hb.hl56,
+        view_hl1=hb.view_hl1, cart_hl1=hb.cart_hl1, item_category=art.item_category, items=art.item_columns,
+        item_repeat=art.item_repeat, item_price=art.item_price, item_cycle=art.item_cycle, ck=ck, cm=cm, ci=ci,
+        als=als, knn=knn, als_rank=rk[0], knn_rank=rk[1])
+    return Candidates(m=cm, i=ci, source=cs, seed=seed, X=X)
+
+
+def _count_below(n: int, limit: float) -> int:
+    """How many of the ranks 0..n−1 are below `limit` (the batch path's `rank < limit`)."""
+    return int(min(n, max(0, np.ceil(limit))))
 
 
 def _knn_sums(art: RecsArtifacts, kk: np.ndarray, kw: np.ndarray, ks: np.ndarray, *,
@@ -857,11 +968,11 @@ def blend_score(X: np.ndarray) -> np.ndarray:
 def score_candidates(art: RecsArtifacts, cand: Candidates, *, compiled: bool = True) -> np.ndarray:
     """Ranker scores of the candidates (the compiled predictor when there is one, else LightGBM: the same
     numbers), or the repurchase-first blend when the model has no ranker."""
-    booster = art.booster
-    if booster is None or len(cand.m) == 0:
+    if art.ranker is None or len(cand.m) == 0:
         return blend_score(cand.X)
-    if compiled and art.predictor is not None:
+    if compiled and art.predictor is not None:  # (LightGBM is not even imported: ~2 s on a first request)
         return art.predictor.predict(cand.X)
+    booster = art.booster
     cols = art.ranker_columns
     return booster.predict(cand.X if cols is None else cand.X[:, cols], num_threads=1)
 
@@ -891,9 +1002,14 @@ def _single_thread_blas(art: RecsArtifacts) -> Any:
 
 
 def top_items(art: RecsArtifacts, hb: HistoryBatch, cand: Candidates, score: np.ndarray, *,
-              top_n: int | None = None, apply_rules: bool = True) -> pd.DataFrame:
-    """Apply the business rules to scored candidates and keep the top-N per member, with reasons."""
+              top_n: int | None = None, apply_rules: bool = True, online: bool = True) -> pd.DataFrame:
+    """Apply the business rules to scored candidates and keep the top-N per member, with reasons (one member,
+    `online`: one compiled pass and reasons for the top rows only, the same frame)."""
     top_n = int(top_n or art.p["top_n"])
+    if online and hb.b == 1 and art.online_kernel:
+        out = _top_items_one(art, hb, cand, score, top_n, apply_rules)
+        if out is not None:
+            return out
     nb = cand.X[:, FEATURES.index("hist_n_bought")]
     days_bought = np.where(nb > 0, cand.X[:, FEATURES.index("hist_days_last")].astype(float), np.nan)
     keep = np.ones(len(cand.m), bool)
@@ -923,15 +1039,64 @@ def top_items(art: RecsArtifacts, hb: HistoryBatch, cand: Candidates, score: np.
     })
 
 
+_NB, _DL, _GAP = FEATURES.index("hist_n_bought"), FEATURES.index("hist_days_last"), FEATURES.index("hist_mean_gap")
+_VIEW, _CART, _FAV = FEATURES.index("hist_n_view"), FEATURES.index("hist_n_cart"), FEATURES.index("hist_n_favorite")
+
+
+def _top_items_one(art: RecsArtifacts, hb: HistoryBatch, cand: Candidates, score: np.ndarray, top_n: int,
+                   apply_rules: bool) -> pd.DataFrame | None:
+    """`top_items` for one member: rules and top-N in one compiled pass (`recs_online.top`), reasons for those
+    rows only; None on a NaN score (the caller runs the batch code)."""
+    from .recs_online import reasons_few, string_array as strings, top
+
+    X = cand.X
+    sel = top(score, cand.i, X[:, _DL], X[:, _NB], art.static_allowed, art.consumable, art.rules, top_n,
+              apply_rules)
+    if sel is None:
+        return None
+    items = cand.i[sel]
+    seed = cand.seed[sel].tolist()
+    ids = art.item_ids
+    seed_ids = [ids[s] if s >= 0 else "" for s in seed]
+    if len(art.categories):
+        cat_names = [art.categories[c] if c >= 0 else "" for c in art.item_category[items].tolist()]
+    else:
+        cat_names = [""] * len(sel)
+    why = reasons_few(n_bought=X[sel, _NB], mean_gap=X[sel, _GAP].astype(float),
+                      n_engaged=X[sel, _VIEW] + X[sel, _CART] + X[sel, _FAV], seed_item=seed_ids,
+                      category=cat_names, source=cand.source[sel])
+    return output_frame({
+        "member_id": strings([str(hb.member_ids[0])] * len(sel)),
+        "rank": np.arange(1, len(sel) + 1, dtype=np.int64),
+        "item_id": strings(ids[items].tolist()),
+        "score": score[sel].astype(float),
+        "reason": strings(why),
+    })
+
+
 def output_frame(columns: dict[str, Any]) -> pd.DataFrame:
-    """`pd.DataFrame(columns)` for freshly built, equal-length 1-d arrays, through pandas' array constructor when it
-    has one (~0.15 ms less per one-member answer than the dict constructor's checks; the same frame, tested)."""
+    """`pd.DataFrame(columns)` for freshly built, equal-length 1-d arrays (numpy or pandas extension arrays, one
+    block each: the dict constructor's layout), through pandas' block constructor (`pd.api.internals`, ~4× less
+    than the dict constructor's checks), else its array constructor; the same frame (tested)."""
+    from_blocks = getattr(getattr(getattr(pd, "api", None), "internals", None), "create_dataframe_from_blocks", None)
+    if from_blocks is not None:
+        n = len(next(iter(columns.values())))
+        blocks = [(v.reshape(1, n) if isinstance(v, np.ndarray) else v, np.array([k], dtype=np.intp))
+                  for k, v in enumerate(columns.values())]
+        return from_blocks(blocks, index=pd.RangeIndex(n), columns=_column_index(tuple(columns))._view())
     from_arrays = getattr(pd.DataFrame, "_from_arrays", None)
     if from_arrays is None:  # pragma: no cover - a pandas without the internal constructor
         return pd.DataFrame(columns)
     arrays = list(columns.values())
-    return from_arrays(arrays, columns=pd.Index(list(columns)), index=pd.RangeIndex(len(arrays[0])),
+    return from_arrays(arrays, columns=_column_index(tuple(columns))._view(), index=pd.RangeIndex(len(arrays[0])),
                        verify_integrity=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    """The frame's column labels, built once (each frame gets a view of its own, so setting `columns.name` on one
+    does not reach the others): building a string Index from names is half of the frame constructor's ~0.1 ms."""
+    return pd.Index(list(names))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -959,6 +1124,7 @@ class RecsModel(mlflow.pyfunc.PythonModel):
         _ = self.art.predictor  # compile the ranker now (model load), not on the first request
         # and everything else the one-member path builds once: ALS arrays, compiled loops, the id table
         _ = self.art.als_order, self.art.als_base, self.art.feature_kernel, self.art.item_table
+        _ = self.art.online_kernel, self.art.static_allowed, self.art.blas
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 (no type hints: skip mlflow's wrapping)
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
