@@ -14,7 +14,8 @@ from training.member_pyfunc.ltv import ROLES, LtvModel, part_name, part_role
 
 from tests.test_models_pyfunc import member_frame
 
-FAST = dict(horizon_days=60, num_boost_round=60, early_stopping_rounds=10, n_boot=50, bgnbd_features=False)
+FAST = dict(horizon_days=60, num_boost_round=60, early_stopping_rounds=10, n_boot=50, bgnbd_features=False,
+            extra_trees_weight=0.0)  # the extra-trees blend has its own tests (test_ltv_extra_trees.py)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .bgnbd import BgNbd, input_columns
 from .calibration import Calibrator
+from .linear import LinearScorer
 from .matrix import MEMBER_ID, FeatureSpec, member_ids, threads_for
 from .reasons import templates_for, top_reasons
 
@@ -31,18 +32,29 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
     With `aux` (a booster predicting log(1 + days to the next order), censored at the horizon) and `stack` (a, c, b),
     the churn margin is the stacked a·margin + c·aux + b (fitted on held-out validation rows) before calibration;
     reason codes still come from the churn booster's contributions.
+
+    With `linear` (a logistic regression on signed-log standardised features: a different learner on the same rows)
+    the stack has a fourth coefficient d and the margin is a·margin + c·aux + b + d·linear. It joins the time-to-next
+    stack only (a model without `aux` has no stack). Models saved before it (3-coefficient stack) load unchanged.
     """
 
     _skip_type_hint_validation = True  # predict is called directly (serving validates at its edge): no wrapper
 
     def __init__(self, booster: lgb.Booster | None = None, spec: FeatureSpec | None = None,
                  calibrator: Calibrator | None = None, derived: BgNbd | None = None,
-                 aux: lgb.Booster | None = None, stack: tuple[float, float, float] | None = None) -> None:
+                 aux: lgb.Booster | None = None, stack: tuple[float, ...] | None = None,
+                 linear: LinearScorer | None = None) -> None:
         if (aux is None) != (stack is None):
             raise ValueError("ChurnModel needs both `aux` and `stack` (stacking coefficients) or neither")
+        if stack is not None and len(stack) != (4 if linear is not None else 3):
+            raise ValueError(f"ChurnModel stack needs {4 if linear is not None else 3} coefficients "
+                             f"(a, c, b{', d' if linear is not None else ''}), got {len(stack)}")
+        if linear is not None and aux is None:
+            raise ValueError("ChurnModel `linear` joins the time-to-next stack: it needs `aux` and `stack`")
         self.booster = booster
         self.aux = aux
         self.stack = stack
+        self.linear = linear
         self.spec = spec
         self.calibrator = calibrator or Calibrator()
         self.derived = derived
@@ -64,6 +76,8 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
             self.aux.save_model(str(folder / "aux_booster.txt"))
             (folder / "stack.json").write_text(json.dumps(list(self.stack)), encoding="utf-8")
             arts["aux_booster"], arts["stack"] = str(folder / "aux_booster.txt"), str(folder / "stack.json")
+        if getattr(self, "linear", None) is not None:
+            arts["linear"] = str(self.linear.save(folder / "linear.json"))
         return arts
 
     def load_context(self, context) -> None:  # noqa: ANN001 (mlflow PythonModelContext)
@@ -74,6 +88,7 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         self.derived = BgNbd.load(a["bgnbd"]) if "bgnbd" in a else None
         self.aux = lgb.Booster(model_file=a["aux_booster"]) if "aux_booster" in a else None
         self.stack = tuple(json.loads(Path(a["stack"]).read_text(encoding="utf-8"))) if "stack" in a else None
+        self.linear = LinearScorer.load(a["linear"]) if "linear" in a else None
         self._templates = templates_for(self.spec.columns, _horizon(self.derived))
         self.threads = 1
 
@@ -88,11 +103,14 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         return derived.augment(frame) if derived is not None else frame
 
     def _stacked(self, x: np.ndarray, margin: np.ndarray, threads: int) -> np.ndarray:
-        """The churn booster's margin, stacked with the time-to-next booster's prediction when there is one."""
+        """The churn booster's margin, stacked with the time-to-next booster's prediction (and the linear
+        learner's margin) when there is one."""
         if getattr(self, "aux", None) is None:
             return margin
-        a, c, b = self.stack
-        return a * margin + c * self.aux.predict(x, num_threads=threads) + b
+        a, c, b, *d = self.stack
+        z = a * margin + c * self.aux.predict(x, num_threads=threads) + b
+        linear = getattr(self, "linear", None)
+        return z + d[0] * linear(x) if linear is not None else z
 
     def margin(self, frame: pd.DataFrame) -> np.ndarray:
         """The (stacked) margin the calibrator maps to a probability."""

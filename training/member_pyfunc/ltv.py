@@ -5,6 +5,10 @@ kind "two_part": P(buy) from a binary booster × expected spend given a purchase
 
 Seed bagging: each role ("value"; or "buy" and "spend") may hold several boosters fitted with different seeds, stored
 as parts "<role>", "<role>_b1", "<role>_b2", …; a role's prediction is the mean of its boosters' predictions.
+
+Diversity (kind "tweedie" only): an optional role "extra" holds Tweedie boosters grown with extremely randomised
+splits (LightGBM `extra_trees`); with `extra_weight` w > 0 the value is value^(1−w) · extra^w (a blend of the two
+log predictions: still in currency, still ≥ 0). Models saved without it (no "extra" parts, w = 0) are unchanged.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from .matrix import MEMBER_ID, FeatureSpec, member_ids, threads_for
 OUTPUT_COLUMNS = [MEMBER_ID, "ltv"]
 KINDS = ("tweedie", "two_part")
 ROLES = {"tweedie": ("value",), "two_part": ("buy", "spend")}
+EXTRA_ROLE = "extra"  # optional extra-trees Tweedie boosters blended with "value" (kind tweedie)
 
 
 def part_name(role: str, bag: int) -> str:
@@ -44,7 +49,7 @@ class LtvModel(mlflow.pyfunc.PythonModel):
 
     def __init__(self, kind: str = "tweedie", boosters: dict[str, lgb.Booster] | None = None,
                  spec: FeatureSpec | None = None, horizon_days: int | None = None,
-                 derived: BgNbd | None = None) -> None:
+                 derived: BgNbd | None = None, extra_weight: float = 0.0) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown LTV model kind {kind!r}; expected one of {KINDS}")
         self.kind = kind
@@ -52,7 +57,13 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         self.spec = spec
         self.horizon_days = horizon_days
         self.derived = derived
+        self.extra_weight = float(extra_weight)
         self.threads = 1  # LightGBM threads for big batches (0 = all cores)
+        has_extra = any(part_role(p) == EXTRA_ROLE for p in self.boosters)
+        if not 0.0 <= self.extra_weight < 1.0:
+            raise ValueError(f"LTV extra_weight must be in [0, 1), got {extra_weight}")
+        if self.extra_weight > 0 and (kind != "tweedie" or (self.boosters and not has_extra)):
+            raise ValueError("LTV extra_weight > 0 needs kind 'tweedie' and boosters for the 'extra' role")
         missing = [r for r in ROLES[kind] if self.boosters and not any(part_role(p) == r for p in self.boosters)]
         if missing:
             raise ValueError(f"LTV model kind {kind!r} needs booster(s) for {missing}, "
@@ -69,7 +80,8 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         arts["spec"] = str(self.spec.save(folder / "spec.json"))
         meta = folder / "ltv.json"
         meta.write_text(json.dumps({"kind": self.kind, "horizon_days": self.horizon_days,
-                                    "parts": sorted(self.boosters)}), encoding="utf-8")
+                                    "parts": sorted(self.boosters), "extra_weight": self.extra_weight}),
+                        encoding="utf-8")
         arts["meta"] = str(meta)
         if self.derived is not None:
             arts["bgnbd"] = str(self.derived.save(folder / "bgnbd.json"))
@@ -83,6 +95,7 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         self.boosters = {p: lgb.Booster(model_file=a[f"booster_{p}"]) for p in meta["parts"]}
         self.spec = FeatureSpec.load(a["spec"])
         self.derived = BgNbd.load(a["bgnbd"]) if "bgnbd" in a else None
+        self.extra_weight = float(meta.get("extra_weight", 0.0))
 
     @property
     def input_columns(self) -> list[str]:
@@ -106,6 +119,9 @@ class LtvModel(mlflow.pyfunc.PythonModel):
         t = threads_for(len(x), getattr(self, "threads", 1))
         if self.kind == "tweedie":
             v = self._role("value", x, t)
+            w = getattr(self, "extra_weight", 0.0)
+            if w > 0:
+                v = np.clip(v, 0.0, None) ** (1.0 - w) * np.clip(self._role(EXTRA_ROLE, x, t), 0.0, None) ** w
         else:
             v = self._role("buy", x, t) * self._role("spend", x, t)
         return np.clip(np.nan_to_num(v, nan=0.0, posinf=0.0), 0.0, None)
