@@ -159,3 +159,32 @@ def no_training_imports() -> Iterator[None]:
         for k in [k for k in sys.modules if k == "member_pyfunc" or k.startswith("member_pyfunc.")]:
             del sys.modules[k]
         sys.modules.update(hidden)
+
+
+def test_each_loaded_model_runs_the_package_it_was_logged_with(tracking_uri, churn_model, tmp_path):
+    """Two models logged at different commits, loaded in one process (serving loads four): each runs its own bundled
+    `member_pyfunc`, not the copy of whichever model was loaded first."""
+    import inspect
+
+    import mlflow
+
+    tracking.configure(Settings())
+    test = member_frame(50, 10)
+    cols = ["member_id", *churn_model.spec.columns]
+    with tracking.start_run("churn", Settings()):
+        arts = churn_model.save_artifacts(tmp_path / "arts")
+        info = log_pyfunc_model(entry=churn.ENTRY, artifacts=arts, input_example=test[cols].head(3))
+    dirs = [Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / name)))
+            for name in ("old", "new")]
+    # the "new" model's bundled code differs from the "old" one's (as if logged at a later commit)
+    bundled = next(dirs[1].rglob("member_pyfunc/churn.py"))
+    bundled.write_text(bundled.read_text(encoding="utf-8") + "\nLOGGED_AT = 'new commit'\n", encoding="utf-8")
+    with no_training_imports():
+        old = mlflow.pyfunc.load_model(str(dirs[0])).unwrap_python_model()
+        new = mlflow.pyfunc.load_model(str(dirs[1])).unwrap_python_model()
+        # the module each class was defined in (its methods' globals; sys.modules holds only the latest import)
+        old_module, new_module = type(old).predict.__globals__, type(new).predict.__globals__
+        assert Path(old_module["__file__"]).is_relative_to(dirs[0])
+        assert Path(new_module["__file__"]).is_relative_to(dirs[1])
+        assert new_module.get("LOGGED_AT") == "new commit" and "LOGGED_AT" not in old_module
+        pd.testing.assert_frame_equal(old.predict(None, test[cols]), new.predict(None, test[cols]))

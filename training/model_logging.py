@@ -1,6 +1,6 @@
 """Log a `training.member_pyfunc` model to MLflow as a self-contained pyfunc ("models from code").
 
-The logged model holds: a three-line entry script that builds the PythonModel, the whole `member_pyfunc` package
+The logged model holds: a short entry script that builds the PythonModel, the whole `member_pyfunc` package
 (as `code/member_pyfunc`, via `code_paths`), and the model's artifacts (LightGBM text files, JSON). Loading it needs
 numpy/pandas/lightgbm/mlflow only, never `training`. Any model type plugs in by adding its module to
 `training/member_pyfunc/` and calling `log_pyfunc_model(entry="member_pyfunc.<module>:<Class>", ...)`.
@@ -20,10 +20,20 @@ PACKAGE_DIR = Path(__file__).resolve().parent / "member_pyfunc"
 PACKAGE = "member_pyfunc"
 _ENTRY = re.compile(r"^member_pyfunc\.(?P<module>[A-Za-z_][A-Za-z0-9_]*):(?P<cls>[A-Za-z_][A-Za-z0-9_]*)$")
 
-ENTRY_SCRIPT = '''"""Entry point of a member-ml pyfunc model (generated): builds {cls} from the bundled member_pyfunc package."""
+ENTRY_SCRIPT = '''"""Entry point of a member-ml pyfunc model (generated): builds {cls} from the bundled member_pyfunc package.
+
+MLflow puts this model's code folder first on sys.path just before it runs this file. A `member_pyfunc` package
+imported earlier in the process (by another model, perhaps logged at another commit) is forgotten first, so every
+model runs the copy it was logged with; models loaded before keep theirs.
+"""
+import sys
+
 import mlflow.models
 
-from member_pyfunc.{module} import {cls}
+for _name in [k for k in sys.modules if k == "member_pyfunc" or k.startswith("member_pyfunc.")]:
+    del sys.modules[_name]
+
+from member_pyfunc.{module} import {cls}  # noqa: E402
 
 mlflow.models.set_model({cls}())
 '''
