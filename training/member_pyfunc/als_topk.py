@@ -63,12 +63,10 @@ def top_k_pruned(order: NormOrder, u: np.ndarray, k: int, *, compiled: bool = Tr
     if fns is None:
         return _top_k_pruned_numpy(order, u, k)
     n = len(order.perm)
-    u = np.asarray(u, dtype=np.float32).reshape(-1)
-    if not 0 < k < FIRST_BLOCK < n or not np.isfinite(u).all():
+    member = _member_vector(u, k, n)
+    if member is None:
         return None
-    un = float(np.linalg.norm(u.astype(np.float64)))
-    if un == 0.0:
-        return None  # every score is 0: all ties
+    u, un = member
     push, check = fns[:2]
     s = np.empty(n, np.float32)
     heap_v = np.empty(k, np.float32)
@@ -176,42 +174,42 @@ def _bound_check(s, scored, chosen_idx, norms, g_un, un, n):  # noqa: ANN001 (nu
 @functools.lru_cache(maxsize=1)
 def _compiled() -> tuple[Callable[..., Any], ...] | None:
     """The loops compiled by numba (once per process; cached on disk when the install allows), or None."""
-    import types
+    from .numba_loops import compile_loops
+
+    def build(jit: Callable[..., Any]) -> tuple[Callable[..., Any], ...]:
+        env = dict(globals())
+        env["_sift"] = jit(_sift, env)
+        fns = jit(_heap_push, env), jit(_bound_check, env), jit(_count_at_least, env)
+        s = np.arange(4, dtype=np.float32)  # compile now (model load), not on the first request
+        hv, hi = np.empty(2, np.float32), np.empty(2, np.int64)
+        fns[0](s, 0, 4, hv, hi)
+        fns[1](s, 4, hi, np.ones(4), 1e-6, 1.0, 5)
+        fns[2](s, np.float32(1.0))
+        return fns
 
     try:
-        import numba
-    except ImportError:  # pragma: no cover - numba missing: numpy bookkeeping
+        return compile_loops(build, "ALS top-k loops")
+    except (ImportError, RuntimeError):  # numba missing or cannot compile: numpy bookkeeping
         return None
-    for cache in (True, False):
-        try:
-            def jit(fn: Callable[..., Any], env: dict[str, Any]) -> Callable[..., Any]:
-                copy = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
-                copy.__qualname__, copy.__module__ = fn.__qualname__, fn.__module__
-                return numba.njit(cache=cache, nogil=True, error_model="numpy")(copy)
 
-            env = dict(globals())
-            env["_sift"] = jit(_sift, env)
-            fns = jit(_heap_push, env), jit(_bound_check, env), jit(_count_at_least, env)
-            s = np.arange(4, dtype=np.float32)  # compile now (model load), not on the first request
-            hv, hi = np.empty(2, np.float32), np.empty(2, np.int64)
-            fns[0](s, 0, 4, hv, hi)
-            fns[1](s, 4, hi, np.ones(4), 1e-6, 1.0, 5)
-            fns[2](s, np.float32(1.0))
-            return fns
-        except RuntimeError:  # no writable cache location: compile in memory
-            continue
-    return None
+
+def _member_vector(u: np.ndarray, k: int, n: int) -> tuple[np.ndarray, float] | None:
+    """The member's factors as float32 and their norm, or None when pruning cannot apply (k out of range, a catalogue
+    too small to prune, non-finite factors, or a zero vector: every score 0, all ties)."""
+    u = np.asarray(u, dtype=np.float32).reshape(-1)
+    if not 0 < k < FIRST_BLOCK < n or not np.isfinite(u).all():
+        return None
+    un = float(np.linalg.norm(u.astype(np.float64)))
+    return None if un == 0.0 else (u, un)
 
 
 def _top_k_pruned_numpy(order: NormOrder, u: np.ndarray, k: int) -> np.ndarray | None:
     """`top_k_pruned` by numpy partitions (the reference the compiled bookkeeping is tested against)."""
     n = len(order.perm)
-    u = np.asarray(u, dtype=np.float32).reshape(-1)
-    if not 0 < k < FIRST_BLOCK < n or not np.isfinite(u).all():
+    member = _member_vector(u, k, n)
+    if member is None:
         return None
-    un = float(np.linalg.norm(u.astype(np.float64)))
-    if un == 0.0:
-        return None  # every score is 0: all ties
+    u, un = member
     scored = min(FIRST_BLOCK, n)
     parts = [order.factors[:scored] @ u]
     while scored < n:

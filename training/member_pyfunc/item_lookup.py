@@ -81,24 +81,15 @@ def _lookup_loop(data, offsets, valid, start, slots, ids, id_offsets, out):  # n
 @functools.lru_cache(maxsize=1)
 def _compiled() -> tuple[Callable[..., Any], Callable[..., Any]]:
     """The two loops compiled by numba (once per process; cached on disk when the install allows)."""
-    import types
+    from .numba_loops import compile_loops
 
-    import numba
+    def build(jit: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        env = dict(globals())
+        for h in (_fnv1a, _same_bytes):
+            env[h.__name__] = jit(h, env)
+        return jit(_build_loop, env), jit(_lookup_loop, env)
 
-    for cache in (True, False):
-        try:
-            def jit(fn: Callable[..., Any], env: dict[str, Any]) -> Callable[..., Any]:
-                copy = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
-                copy.__qualname__, copy.__module__ = fn.__qualname__, fn.__module__
-                return numba.njit(cache=cache, nogil=True)(copy)
-
-            env = dict(globals())
-            for h in (_fnv1a, _same_bytes):
-                env[h.__name__] = jit(h, env)
-            return jit(_build_loop, env), jit(_lookup_loop, env)
-        except RuntimeError:  # no writable cache location: compile in memory
-            continue
-    raise RuntimeError("numba could not compile the item lookup loops")
+    return compile_loops(build, "item lookup loops", error_model="python")
 
 
 @dataclass(frozen=True)

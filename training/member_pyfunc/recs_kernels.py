@@ -240,27 +240,17 @@ def _factor_rows_loop(item_factors, i, w, y, z):  # noqa: ANN001 (numba)
 
 @functools.lru_cache(maxsize=1)
 def _compiled() -> tuple[Callable[..., Any], ...]:
-    """The two loops compiled by numba (once per process; machine code cached on disk when the install allows)."""
-    import types
+    """The loops compiled by numba (once per process; machine code cached on disk when the install allows)."""
+    from .numba_loops import compile_loops
 
-    import numba
+    def build(jit: Callable[..., Any]) -> tuple[Callable[..., Any], ...]:
+        env = dict(globals())
+        for h in (_nan_to_num, _maximum, _minimum, _stable_order):
+            env[h.__name__] = jit(h, env)
+        return (jit(_member_loop, env), jit(_candidate_loop, env), jit(_knn_loop, env),
+                jit(_factor_rows_loop, env))
 
-    for cache in (True, False):
-        try:
-            def jit(fn: Callable[..., Any], env: dict[str, Any]) -> Callable[..., Any]:
-                # a copy of the function that sees the compiled helpers (the module's globals stay as they are)
-                copy = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
-                copy.__qualname__, copy.__module__ = fn.__qualname__, fn.__module__
-                return numba.njit(cache=cache, nogil=True, error_model="numpy")(copy)
-
-            env = dict(globals())
-            for h in (_nan_to_num, _maximum, _minimum, _stable_order):
-                env[h.__name__] = jit(h, env)
-            return (jit(_member_loop, env), jit(_candidate_loop, env), jit(_knn_loop, env),
-                    jit(_factor_rows_loop, env))
-        except RuntimeError:  # no writable cache location (read-only install): compile in memory
-            continue
-    raise RuntimeError("numba could not compile the feature loops")
+    return compile_loops(build, "feature loops")
 
 
 def kernels_available(*, item_factors: np.ndarray, item_category: np.ndarray, items: ItemColumns,

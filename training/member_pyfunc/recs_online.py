@@ -191,28 +191,18 @@ _DBL_MAX = np.finfo(np.float64).max
 @functools.lru_cache(maxsize=1)
 def _compiled() -> tuple[Callable[..., Any], ...]:
     """The loops compiled by numba (once per process; machine code cached on disk when the install allows)."""
-    import types
-
-    import numba
-
+    from .numba_loops import compile_loops
     from .recs_kernels import _knn_loop, _stable_order
 
-    for cache in (True, False):
-        try:
-            def jit(fn: Callable[..., Any], env: dict[str, Any]) -> Callable[..., Any]:
-                copy = types.FunctionType(fn.__code__, env, fn.__name__, fn.__defaults__, fn.__closure__)
-                copy.__qualname__, copy.__module__ = fn.__qualname__, fn.__module__
-                return numba.njit(cache=cache, nogil=True, error_model="numpy")(copy)
+    def build(jit: Callable[..., Any]) -> tuple[Callable[..., Any], ...]:
+        env = dict(globals())
+        env["_min10"] = jit(_min10, env)
+        env["_stable_order"] = jit(_stable_order, env)
+        env["_knn_loop"] = jit(_knn_loop, env)
+        return (jit(_history_pass, env), jit(_candidate_pass, env), jit(_rank_pass, env), jit(_top_pass, env),
+                jit(_same_strings_loop, env))
 
-            env = dict(globals())
-            env["_min10"] = jit(_min10, env)
-            env["_stable_order"] = jit(_stable_order, env)
-            env["_knn_loop"] = jit(_knn_loop, env)
-            return (jit(_history_pass, env), jit(_candidate_pass, env), jit(_rank_pass, env), jit(_top_pass, env),
-                    jit(_same_strings_loop, env))
-        except RuntimeError:  # no writable cache location (read-only install): compile in memory
-            continue
-    raise RuntimeError("numba could not compile the one-member loops")
+    return compile_loops(build, "one-member loops")
 
 
 def history_order(n_bought: np.ndarray, n_cart: np.ndarray, n_favorite: np.ndarray, n_view: np.ndarray,
