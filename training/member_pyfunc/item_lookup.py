@@ -103,30 +103,52 @@ class ItemTable:
     def positions(self, values: Any) -> np.ndarray | None:
         """Model position of each value of an Arrow-backed string array (pandas ArrowStringArray), -1 for null
         or unknown ids; None when `values` is not one (the caller looks ids up another way)."""
-        chunked = getattr(values, "_pa_array", None)
-        if chunked is None:
+        chunks = arrow_string_chunks(values)
+        if chunks is None:
             return None
-        import pyarrow as pa
-
-        if not (pa.types.is_string(chunked.type) or pa.types.is_large_string(chunked.type)):
-            return None
-        wide = pa.types.is_large_string(chunked.type)
         lookup = _compiled()[1]
-        out = np.empty(len(chunked), np.int64)
+        out = np.empty(sum(len(c.chunk) for c in chunks), np.int64)
         at = 0
-        for chunk in chunked.chunks:
-            n = len(chunk)
-            if n == 0:
-                continue
-            bitmap, off_buf, data_buf = chunk.buffers()
-            offsets = np.frombuffer(off_buf, dtype=np.int64 if wide else np.int32)[chunk.offset:chunk.offset + n + 1]
-            data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-            valid = np.frombuffer(bitmap, dtype=np.uint8) if (bitmap is not None and chunk.null_count) \
+        for c in chunks:
+            n = len(c.chunk)
+            bitmap = c.chunk.buffers()[0]
+            valid = np.frombuffer(bitmap, dtype=np.uint8) if (bitmap is not None and c.chunk.null_count) \
                 else np.zeros(0, np.uint8)
-            lookup(data, offsets.astype(np.int64), valid, chunk.offset, self.slots, self.ids, self.offsets,
-                   out[at:at + n])
+            lookup(c.data, c.offsets, valid, c.chunk.offset, self.slots, self.ids, self.offsets, out[at:at + n])
             at += n
         return out
+
+
+@dataclass(frozen=True)
+class StringChunk:
+    """One non-empty chunk of an Arrow string array, with its bytes and value offsets as numpy views."""
+
+    chunk: Any  # pyarrow StringArray or LargeStringArray
+    data: np.ndarray  # uint8: the chunk's UTF-8 data buffer (shared, not copied)
+    offsets: np.ndarray  # int64 (len + 1,): where each of the chunk's values starts and ends in `data`
+
+
+def arrow_string_chunks(values: Any) -> list[StringChunk] | None:
+    """The non-empty chunks of a pandas Arrow-backed string array (string or large_string) as byte buffers and
+    offsets, for loops that read ids without building str objects; None when `values` is not one."""
+    chunked = getattr(values, "_pa_array", None)
+    if chunked is None:
+        return None
+    import pyarrow as pa
+
+    if not (pa.types.is_string(chunked.type) or pa.types.is_large_string(chunked.type)):
+        return None
+    wide = pa.types.is_large_string(chunked.type)
+    out = []
+    for chunk in chunked.chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        _, off_buf, data_buf = chunk.buffers()
+        offsets = np.frombuffer(off_buf, dtype=np.int64 if wide else np.int32)[chunk.offset:chunk.offset + n + 1]
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        out.append(StringChunk(chunk, data, offsets.astype(np.int64)))
+    return out
 
 
 def item_table(item_ids: np.ndarray) -> ItemTable | None:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .item_lookup import arrow_string_chunks
 from .recs_rules import RulesConfig, _gap_text
 
 
@@ -291,31 +292,18 @@ def arrow_single_value(values: Any) -> tuple[bool, Any] | None:
     """`frame_columns.single_value` for a pandas Arrow string array (one compiled pass comparing every id's bytes to
     the first, ~10× less than pandas' unique): (True, the id) when every value is the same non-null id, else
     (False, None); None when `values` is not Arrow strings (the caller uses `single_value`)."""
-    chunked = getattr(values, "_pa_array", None)
-    if chunked is None:
+    chunks = arrow_string_chunks(values)
+    if chunks is None:
         return None
-    import pyarrow as pa
-
-    if not (pa.types.is_string(chunked.type) or pa.types.is_large_string(chunked.type)):
-        return None
-    if len(chunked) == 0 or chunked.null_count:
+    if not chunks or any(c.chunk.null_count for c in chunks):
         return False, None
     same = _compiled()[4]
-    wide = pa.types.is_large_string(chunked.type)
-    first = None
-    for chunk in chunked.chunks:
-        n = len(chunk)
-        if n == 0:
-            continue
-        _, off_buf, data_buf = chunk.buffers()
-        offsets = np.frombuffer(off_buf, dtype=np.int64 if wide else np.int32)[chunk.offset:chunk.offset + n + 1]
-        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-        if first is None:
-            first_id = chunk[0].as_py()
-            first = data[offsets[0]:offsets[1]].copy()
-        if not same(data, offsets.astype(np.int64), first):
+    first = chunks[0]
+    first_bytes = first.data[first.offsets[0]:first.offsets[1]].copy()
+    for c in chunks:
+        if not same(c.data, c.offsets, first_bytes):
             return False, None
-    return True, first_id
+    return True, first.chunk[0].as_py()
 
 
 def _shown(value: str) -> bool:
