@@ -35,7 +35,7 @@ from training.calibration import fit_calibrator
 from training.config import BoosterConfig, load_config as _load_config
 from training.evaluation import Evaluation, compare
 from training.linear import fit_logistic
-from training.member_pyfunc.churn import ChurnModel
+from training.member_pyfunc.churn import ChurnModel, stacked_margin
 from training.member_pyfunc.linear import LinearScorer
 from training.member_pyfunc.matrix import FeatureSpec
 from training.registry import ModelSpec
@@ -133,7 +133,7 @@ def fit(train: pd.DataFrame, valid: pd.DataFrame, cfg: ChurnConfig,
         linear = _fit_linear(x_tr, train[LABEL].to_numpy(float), spec, cfg)
         lin_cal = linear(x_va[~es]) if linear is not None else None
         stack = _fit_stack(cal_margin, aux.predict(x_va[~es]), y_cal, lin_cal)
-        cal_margin = _apply_stack(stack, cal_margin, aux.predict(x_va[~es]), lin_cal)
+        cal_margin = stacked_margin(stack, cal_margin, aux.predict(x_va[~es]), lin_cal)
     calibrator = fit_calibrator(cal_margin, y_cal, cfg.calibration)
     model = ChurnModel(booster, spec, calibrator, derived, aux, stack, linear)
     info = {"best_iteration": booster.current_iteration(), "train_rows": len(train),
@@ -192,13 +192,6 @@ def _fit_stack(margin: np.ndarray, aux: np.ndarray, y: np.ndarray,
     return out if linear is None else (*out, float(lr.coef_[0, 2]))
 
 
-def _apply_stack(stack: tuple[float, ...], margin: np.ndarray, aux: np.ndarray,
-                 linear: np.ndarray | None) -> np.ndarray:
-    """a·margin + c·aux + b (+ d·linear): the stacked margin the calibrator maps."""
-    z = stack[0] * margin + stack[1] * aux + stack[2]
-    return z + stack[3] * linear if linear is not None else z
-
-
 def _refit(rows: pd.DataFrame, cfg: ChurnConfig, first: ChurnModel) -> tuple[ChurnModel, dict[str, Any]]:
     """The final booster(s) on all `rows` with the validation-chosen rounds (scaled); stacking and calibration
     cross-fitted on the rows themselves (`_cross_fit`), or the first model's with `calibration_folds` < 2."""
@@ -227,7 +220,7 @@ def _refit(rows: pd.DataFrame, cfg: ChurnConfig, first: ChurnModel) -> tuple[Chu
             if aux is not None:
                 lin = _cross_fit_linear(rows, x, y, spec, cfg) if linear is not None else None
                 stack = _fit_stack(margin[use], aux_pred[use], y[use], None if lin is None else lin[use])
-                margin = _apply_stack(stack, margin, aux_pred, lin)
+                margin = stacked_margin(stack, margin, aux_pred, lin)
             calibrator = fit_calibrator(margin[use], y[use], cfg.calibration)
             info.update({"calibration": f"cross-fitted on the refit rows ({cfg.calibration_folds} member folds)",
                          "calibration_rows": int(use.sum()),

@@ -23,6 +23,14 @@ def _horizon(derived: BgNbd | None) -> int | None:
     return derived.horizon_days if derived is not None else None
 
 
+def stacked_margin(stack: tuple[float, ...], margin: np.ndarray, aux: np.ndarray,
+                   linear: np.ndarray | None = None) -> np.ndarray:
+    """a·margin + c·aux + b (+ d·linear): the stacked margin the calibrator maps (training fits the calibrator on
+    exactly this arithmetic)."""
+    z = stack[0] * margin + stack[1] * aux + stack[2]
+    return z + stack[3] * linear if linear is not None else z
+
+
 class ChurnModel(mlflow.pyfunc.PythonModel):
     """pyfunc: feature frame → member_id, churn_probability, reason_1..3 (params={'reasons': False} skips them).
 
@@ -107,10 +115,9 @@ class ChurnModel(mlflow.pyfunc.PythonModel):
         learner's margin) when there is one."""
         if getattr(self, "aux", None) is None:
             return margin
-        a, c, b, *d = self.stack
-        z = a * margin + c * self.aux.predict(x, num_threads=threads) + b
         linear = getattr(self, "linear", None)
-        return z + d[0] * linear(x) if linear is not None else z
+        return stacked_margin(self.stack, margin, self.aux.predict(x, num_threads=threads),
+                              linear(x) if linear is not None else None)
 
     def margin(self, frame: pd.DataFrame) -> np.ndarray:
         """The (stacked) margin the calibrator maps to a probability."""
