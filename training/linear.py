@@ -3,10 +3,11 @@ signed-log, standardised numeric features, the diverse learner the churn stack b
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
-from training.member_pyfunc.linear import CLIP, LinearScorer, signed_log
+from training.member_pyfunc.linear import LinearScorer, signed_log
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, categorical: list[int] | tuple[int, ...] = (),
@@ -38,8 +39,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, categorical: list[int] | tuple[in
     mean, scale = filled.mean(axis=0), filled.std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
     indicators = np.flatnonzero(miss.any(axis=0) & ~miss.all(axis=0)).tolist()
-    design = np.concatenate([np.clip((filled - mean) / scale, -CLIP, CLIP), miss[:, indicators].astype(np.float64)],
-                            axis=1)
-    lr = LogisticRegression(C=c, max_iter=2000).fit(design, y)
-    return LinearScorer(columns=columns, median=median.tolist(), mean=mean.tolist(), scale=scale.tolist(),
-                        indicators=indicators, coef=lr.coef_[0].tolist(), intercept=float(lr.intercept_[0]))
+    scaling = LinearScorer(columns=columns, median=median.tolist(), mean=mean.tolist(), scale=scale.tolist(),
+                           indicators=indicators, coef=[], intercept=0.0)
+    lr = LogisticRegression(C=c, max_iter=2000).fit(scaling.design(x), y)  # the design the scorer applies
+    return replace(scaling, coef=lr.coef_[0].tolist(), intercept=float(lr.intercept_[0]))
