@@ -1,6 +1,6 @@
-"""The one-member latency shortcuts give the reference path's answers: the pruned ALS top-k picks the same items as
-scoring the whole catalogue (or declines), the compiled feature loops write the numpy feature matrix bit for bit, and
-one member's recommendations (items, order, scores, reasons) are unchanged with both on, for an empty history, a
+"""The one-member latency shortcuts give the reference path's answers: the compiled feature loops write the numpy
+feature matrix bit for bit, and one member's recommendations (items, order, scores, reasons) are unchanged with the
+shortcuts on (the pruned ALS top-k included: its own tests are in test_recs_als_topk.py), for an empty history, a
 cold-start member, a history longer than a year and items the model does not know."""
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 import training.member_pyfunc.recs as recs_mod
 from training.member_pyfunc import als_topk
-from training.member_pyfunc.als_topk import norm_order, top_k_pruned
 from training.member_pyfunc.recs import (
     FEATURES, OUTPUT_COLUMNS, HistoryBatch, RecsModel, _features, _features_numpy, _knn_sums, build_candidates,
     output_frame, prepare_history, recommend)
@@ -43,62 +42,6 @@ def fitted():
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     """Bit-equal arrays (NaN equal to NaN, -0.0 distinct from 0.0)."""
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# pruned ALS top-k
-
-def _factors(rng: np.random.Generator, n: int, f: int, ties: int = 0) -> np.ndarray:
-    """Item factors with ALS-like uneven norms (a long tail of small ones); `ties` items duplicated."""
-    y = rng.normal(size=(n, f)) * rng.lognormal(-2.5, 1.0, size=(n, 1))
-    if ties:
-        src = rng.integers(0, n, ties)
-        y[rng.integers(0, n, ties)] = y[src]
-    return y.astype(np.float32)
-
-
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), f=st.sampled_from([8, 32, 64]), k=st.sampled_from([1, 10, 50]),
-       ties=st.sampled_from([0, 0, 200]))
-def test_pruned_top_k_is_the_full_top_k_or_declines(seed, f, k, ties):
-    rng = np.random.default_rng(seed)
-    y = _factors(rng, 12_000, f, ties)
-    order = norm_order(y)
-    u = (rng.normal(size=f) * rng.lognormal(0, 1)).astype(np.float32)
-    got = top_k_pruned(order, u, k)
-    full = u[None] @ y.T
-    ref = np.argpartition(-full, k, axis=1)[0, :k]
-    if got is None:
-        s = np.sort(full[0])[::-1]  # declining is allowed only near a tie at the k-th place
-        assert s[k - 1] - s[k] <= 4 * order.gamma * np.linalg.norm(u) * order.norms[0]
-        return
-    assert len(got) == k and len(np.unique(got)) == k
-    assert set(got.tolist()) == set(ref.tolist())
-
-
-def test_pruning_prunes_and_declines_on_exact_ties():
-    rng = np.random.default_rng(0)
-    y = _factors(rng, 50_000, 16)
-    order = norm_order(y)
-    assert np.all(np.diff(order.norms) <= 0) and np.array_equal(order.factors, y[order.perm])
-    decided = 0
-    for _ in range(50):
-        u = rng.normal(size=16).astype(np.float32)
-        got = top_k_pruned(order, u, 50)
-        if got is not None:
-            decided += 1
-            ref = np.argpartition(-(u @ y.T), 50)[:50]
-            assert set(got.tolist()) == set(ref.tolist())
-    assert decided >= 45  # the bound check almost always holds (it may decline near-ties only)
-    # all items equal: every score ties, the set is arbitrary → declined (the caller scores everything)
-    same = np.tile(y[:1], (5000, 1))
-    assert top_k_pruned(norm_order(same), rng.normal(size=16).astype(np.float32), 10) is None
-    # degenerate inputs: zero or NaN member factors, k outside the pruned range, a small catalogue
-    assert top_k_pruned(order, np.zeros(16, np.float32), 10) is None
-    assert top_k_pruned(order, np.full(16, np.nan, np.float32), 10) is None
-    assert top_k_pruned(order, np.ones(16, np.float32), 0) is None
-    assert top_k_pruned(order, np.ones(16, np.float32), als_topk.FIRST_BLOCK) is None
-    assert top_k_pruned(norm_order(y[:100]), np.ones(16, np.float32), 10) is None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,22 +154,22 @@ def _edge_inputs(fc) -> dict[str, pd.DataFrame]:
 
 def test_recommendations_unchanged_by_the_shortcuts(fitted, monkeypatch):
     """Every input through the model with the shortcuts (compiled loops, pruned ALS top-k with a small first block
-    so it prunes this 60-item catalogue) equals the reference (numpy features, every item scored)."""
+    so it prunes this 60-item catalogue) equals the reference (numpy features, every item scored by numpy)."""
     art = fitted.art
     assert art.feature_kernel
     pruned_calls = []
-    real_pruned = recs_mod.top_k_pruned
+    real_top_k = recs_mod.top_k
 
     def spy(*a):
-        out = real_pruned(*a)
-        pruned_calls.append(out is not None)
-        return out
+        pruned_calls.append(1)
+        return real_top_k(*a)
 
     for name, inp in _edge_inputs(fitted).items():
         monkeypatch.setattr(als_topk, "FIRST_BLOCK", 24)
-        monkeypatch.setattr(recs_mod, "top_k_pruned", spy)
+        monkeypatch.setattr(recs_mod, "top_k", spy)
         fast = RecsModel(art).predict(None, inp, params={"as_of": CUTOFF})
-        monkeypatch.setattr(recs_mod, "top_k_pruned", lambda *a: None)
+        monkeypatch.setattr(recs_mod, "top_k", functools.partial(real_top_k, compiled=False))
+        monkeypatch.setattr(recs_mod, "top_k_rows", functools.partial(recs_mod.top_k_rows, compiled=False))
         _numpy_path(monkeypatch)
         ref = recommend(art, inp, as_of=CUTOFF)
         monkeypatch.undo()

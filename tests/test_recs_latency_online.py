@@ -220,28 +220,6 @@ def test_arrow_single_member_equals_single_value(values, large, cut):
     assert recs_online.arrow_single_value(np.array(values, dtype=object)) is None
 
 
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), f=st.sampled_from([8, 64]), k=st.sampled_from([1, 10, 50]),
-       ties=st.sampled_from([0, 200]), nan=st.booleans())
-def test_compiled_pruned_top_k_equals_numpy_bookkeeping(seed, f, k, ties, nan):
-    """The heap and one-pass bound check decide exactly like the partitions: the same set, or both decline."""
-    from training.member_pyfunc import als_topk
-
-    rng = np.random.default_rng(seed)
-    y = (rng.normal(size=(9000, f)) * rng.lognormal(-2.5, 1.0, size=(9000, 1))).astype(np.float32)
-    if ties:
-        y[rng.integers(0, 9000, ties)] = y[rng.integers(0, 9000, ties)]
-    if nan:
-        y[rng.integers(0, 9000)] = np.nan
-    order = als_topk.norm_order(y)
-    u = (rng.normal(size=f) * rng.lognormal(0, 1)).astype(np.float32)
-    fast = als_topk.top_k_pruned(order, u, k)
-    ref = als_topk.top_k_pruned(order, u, k, compiled=False)
-    assert (fast is None) == (ref is None)
-    if fast is not None:
-        assert set(fast.tolist()) == set(ref.tolist())
-
-
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 10_000), leaves=st.sampled_from([2, 7, 63]), n_rows=st.sampled_from([1, 63, 64, 65, 700]),
        nan_share=st.floats(0, 0.5))
@@ -305,31 +283,3 @@ def test_output_frames_do_not_share_mutable_parts():
     a.columns.name = "changed"
     a["extra"] = 1
     assert b.columns.name is None and list(b.columns) == ["member_id", "rank", "item_id", "score", "reason"]
-
-
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.sampled_from([2, 60, 5000]), k=st.sampled_from([1, 10, 50]),
-       kind=st.sampled_from(["distinct", "ties", "zeros", "nan"]))
-def test_unique_top_k_is_argpartitions_set_or_declines(seed, n, k, kind):
-    from training.member_pyfunc.als_topk import top_k_unique
-
-    rng = np.random.default_rng(seed)
-    s = rng.normal(size=n).astype(np.float32)
-    if kind == "ties":
-        s = np.round(s * 4).astype(np.float32)
-    elif kind == "zeros":
-        z = rng.random(n) < 0.5
-        s[z] = rng.choice(np.array([0.0, -0.0], np.float32), int(z.sum()))
-    elif kind == "nan":
-        s[rng.integers(0, n)] = np.nan
-    got = top_k_unique(s, k)
-    if k >= n:
-        assert got is None
-        return
-    ref = np.argpartition(-s[None], k, axis=1)[0, :k]
-    srt = np.sort(s[~np.isnan(s)])[::-1]
-    unique = not np.isnan(s).any() and srt[k - 1] != srt[k]
-    if got is None:
-        assert not unique
-    else:
-        assert unique and set(got.tolist()) == set(ref.tolist())

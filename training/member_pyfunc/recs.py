@@ -19,12 +19,14 @@ single). This module and `recs_rules.py` are all the MLflow model needs at load 
 won validation). For one-member latency the ranker is compiled at load (`tree_predictor.py`: LightGBM's scores, ~3×
 less CPU; LightGBM itself when that is unavailable) and small inputs skip pandas' per-column overhead
 (`frame_columns.py`); tests/test_recs_latency.py checks both against the reference path. Also built once at load and
-exact (tests/test_recs_latency_kernels.py): the ALS top-k of one member scores only the items whose norm bound can
-reach it (`als_topk.py`), the candidate features, kNN sums and fold-in rows are numba loops (`recs_kernels.py`),
-and Arrow item ids are looked up in a compiled hash table (`item_lookup.py`); numpy/dict paths remain without numba.
-A batch of one member then runs arrays end to end (`recs_online.py`: history order, the candidate union with kNN
-sums and ranks, rules and top-N in a few compiled passes, reasons for the top rows only, the output frame built once
-from its blocks); tests/test_recs_latency_online.py checks it against the batch code for one member, bit for bit.
+exact (tests/test_recs_latency_kernels.py): the ALS top-k is defined exactly (float64 scores in a fixed order, ties
+by item index: one member and a batch get the same items) and one member's search scores only the items whose norm
+bound can reach it (`als_topk.py`), the candidate features, kNN sums and fold-in rows are numba loops
+(`recs_kernels.py`), and Arrow item ids are looked up in a compiled hash table (`item_lookup.py`); numpy/dict paths
+remain without numba. A batch of one member then runs arrays end to end (`recs_online.py`: history order, the
+candidate union with kNN sums and ranks, rules and top-N in a few compiled passes, reasons for the top rows only, the
+output frame built once from its blocks); tests/test_recs_latency_online.py checks it against the batch code for one
+member, bit for bit.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from .als_topk import NormOrder, norm_order, top_k_pruned, top_k_unique
+from .als_topk import NormOrder, norm_order, top_k, top_k_rows
 from .frame_columns import column_values, datetime_column_us, numeric_column, single_value, string_array
 from .recs_rules import RulesConfig, allowed_mask, consumable_flags, reasons, rules_from_params
 
@@ -688,13 +690,9 @@ def build_candidates(art: RecsArtifacts, hb: HistoryBatch, *, online: bool = Tru
         for s0 in range(0, len(rows), chunk):
             r = rows[s0:s0 + chunk]
             k = min(n_als, n - 1)
-            # one member: score only the items whose norm bound can reach its top k (the same set; als_topk.py)
-            top = top_k_pruned(art.als_order, u[r[0]], k) if len(r) == 1 else None
-            if top is not None:
-                top = top[None]
-            else:
-                sc = u[r] @ art.item_factors.T
-                top = np.argpartition(-sc, k, axis=1)[:, :k]
+            # the exact top k (als_topk.py); one member: only the items whose norm bound can reach it are scored
+            top = top_k(art.als_order, u[r[0]], k)[None] if len(r) == 1 else \
+                top_k_rows(art.als_order, art.item_factors, u[r], k)
             keys.append((r[:, None] * n + top).ravel())
             srcs.append(np.full(top.size, SOURCE_ALS, np.int8))
     # kNN: neighbours of the member's strongest items
@@ -741,15 +739,8 @@ def build_candidates(art: RecsArtifacts, hb: HistoryBatch, *, online: bool = Tru
 
 
 def _als_top(art: RecsArtifacts, u: np.ndarray, k: int) -> np.ndarray:
-    """One member's top-k ALS items: pruned (`als_topk.py`), else the batch path's full scoring of row 0, whose top
-    set is taken by one compiled pass when no score ties the k-th (then it is unique: argpartition's set too)."""
-    top = top_k_pruned(art.als_order, u[0], k)
-    if top is None:
-        sc = u[np.zeros(1, np.int64)] @ art.item_factors.T
-        top = top_k_unique(sc[0], k)
-        if top is None:
-            top = np.argpartition(-sc, k, axis=1)[0, :k]
-    return top
+    """One member's top-k ALS items (`als_topk.py`: the batch path's items by definition, norm-pruned)."""
+    return top_k(art.als_order, u[0], k)
 
 
 def _candidates_one(art: RecsArtifacts, hb: HistoryBatch) -> Candidates | None:
