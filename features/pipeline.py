@@ -20,7 +20,7 @@ them for LightGBM with `pd.Categorical`. `FEATURE_VERSION` changes whenever a de
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -271,6 +271,12 @@ def compute_features_and_loyalty(source: TableSource, as_of: object, *, engine: 
     finally:
         if owned:
             eng.close()
+    return _finish(df, tables, t, loyalty)
+
+
+def _finish(df: pd.DataFrame, tables: frozenset[str], t: pd.Timestamp,
+            loyalty: tuple[pd.DataFrame, pd.DataFrame | None] | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The feature frame as returned: typed ids and categoricals, the loyalty columns joined, provenance attrs."""
     df["member_id"] = df["member_id"].astype("string")
     for c in categorical_features(tables):
         df[c] = df[c].astype("string")
@@ -282,6 +288,28 @@ def compute_features_and_loyalty(source: TableSource, as_of: object, *, engine: 
     df.attrs.update({"as_of": t.isoformat(), "feature_version": FEATURE_VERSION,
                      "definitions": definitions_digest(tables), "tables": sorted(tables)})
     return df, state
+
+
+def compute_inline_features(tables: Mapping[str, pd.DataFrame], as_of: object, *, engine: str | Engine = "duckdb",
+                            loyalty: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`compute_features` over one inline history (in-memory contract tables), for serving.
+
+    `loyalty`: the member's loyalty state at `as_of` already computed by the caller with the rules `member_state`
+    uses here (`loyalty.config.load_config()`), e.g. `loyalty.member.member_state(...).model_dump()` as a one-row
+    frame holding member_id and LOYALTY_FEATURES. The loyalty columns are then taken from it instead of replaying
+    the same rows a second time (the one-member replay and the vectorised batch rules give identical states:
+    tests/test_inline_loyalty.py). Without it this is exactly `compute_features(tables, as_of, engine=engine)`.
+    """
+    if loyalty is None or loyalty_state_fn() is None:
+        return compute_features(tables, as_of, engine=engine)
+    t = as_timestamp(as_of, "as_of")
+    eng, present, owned = open_engine(tables, engine)
+    try:
+        df = eng.run(feature_plan(sql_literal_timestamp(t), present))
+    finally:
+        if owned:
+            eng.close()
+    return _finish(df, present, t, (_loyalty_columns(loyalty), None))[0]
 
 
 def compute_recent_items(source: TableSource, as_of: object, *, days: int = RECENT_ITEMS_DAYS,
@@ -301,5 +329,5 @@ def compute_recent_items(source: TableSource, as_of: object, *, days: int = RECE
 
 
 __all__ = ["FEATURE_VERSION", "LOYALTY_FEATURES", "FeatureSpec", "categorical_features", "compute_features",
-           "compute_features_and_loyalty",
+           "compute_features_and_loyalty", "compute_inline_features",
            "compute_recent_items", "feature_catalog", "feature_names"]

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from features.contract import EVENTS, MEMBER_ID, MEMBERS, ORDERS, conform
+from features.engine import EnginePool
 from serving.compose import (churn_answer, churn_columns, ltv_answer, ltv_columns, next_purchase_answer,
                              recommend_frame, recommendation_answers, timing_columns)
 from serving.config import ServingConfig
@@ -98,6 +99,33 @@ class Scorer:
     items: pd.DataFrame | None = None
     answers: Any = None  # serving.precompute.MemberAnswers: every online member scored once at start-up
     _item_category: dict[str, str] | None = field(default=None, repr=False)
+    # DuckDB engines for inline histories, made once and reused (the item catalogue stays loaded in each)
+    engines: EnginePool = field(init=False, repr=False)
+    # the recs model's summarise_history for one inline history (serving.recs_history: checked equal at load)
+    _summary: Any = field(default=None, init=False, repr=False)
+    # whether the serving rules are the ones the loyalty features are computed with (loyalty.config.load_config()):
+    # then an inline history's loyalty state is replayed once and reused for its features
+    _feature_rules: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from loyalty.config import load_config
+
+        self.engines = EnginePool({"items": self.items} if self.items is not None else None,
+                                  max_idle=max(2, self.config.inline_concurrency))
+        self._feature_rules = self.loyalty_config == load_config()
+        self.history_summary()  # the start-up check of the fast path, before the first request
+
+    def history_summary(self) -> Any:
+        """The recs model's `summarise_history` as a `serving.recs_history.FastSummary` (None without one)."""
+        m = self.models.get("recs") if self.models is not None else None
+        ref = getattr(getattr(m, "module", None), "summarise_history", None)
+        if ref is None:
+            return None
+        if self._summary is None or self._summary.reference is not ref:
+            from serving.recs_history import FastSummary
+
+            self._summary = FastSummary.for_model(ref)
+        return self._summary
 
     # -------------------------------------------------------------------------------------------- loyalty
     def member_state(self, h: History, tables: dict[str, pd.DataFrame] | None = None) -> Any:
@@ -142,12 +170,19 @@ class Scorer:
                                f"{self.online.as_of.date()}); send the history inline instead", "member_id")
         return feats
 
-    def inline_features(self, h: History, tables: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-        """The batch definitions (features.pipeline.compute_features) over the member's own rows."""
-        from features.pipeline import compute_features
+    def inline_features(self, h: History, tables: dict[str, pd.DataFrame] | None = None,
+                        state: Any = None) -> pd.DataFrame:
+        """The batch definitions (features.pipeline.compute_features) over the member's own rows. `state` (this
+        history's `member_state`) supplies the loyalty features when the serving rules are the features' rules."""
+        from features.pipeline import LOYALTY_FEATURES, compute_inline_features
 
-        feats = compute_features(tables if tables is not None else history_tables(h, self.items),
-                                 pd.Timestamp(h.scoring_time()))
+        tables = tables if tables is not None else history_tables(h, self.items)
+        loyalty = None
+        if state is not None and self._feature_rules:
+            loyalty = pd.DataFrame({"member_id": [state.member_id],
+                                    **{c: [getattr(state, c)] for c in LOYALTY_FEATURES}})
+        with self.engines.engine() as eng:
+            feats = compute_inline_features(tables, pd.Timestamp(h.scoring_time()), engine=eng, loyalty=loyalty)
         feats = feats.loc[feats[MEMBER_ID] == h.member_id].reset_index(drop=True)
         if len(feats) == 0:
             raise RequestError(422, "history: no order, event or registration before as_of", "history")
@@ -224,7 +259,7 @@ class Scorer:
             if pre is not None:
                 return pre
         if history is not None:
-            summarise = getattr(m.module, "summarise_history", None)
+            summarise = self.history_summary()
             tables = tables if tables is not None else history_tables(history)
             hist = summarise(tables["orders"], tables["events"], as_of) if summarise else pd.DataFrame()
         else:
@@ -246,7 +281,7 @@ class Scorer:
             tables = history_tables(h, self.items)  # conformed once, used by loyalty, features and recs
             state = self.member_state(h, tables)
             loyalty = _state_to_loyalty(state.model_dump())
-            feats = self.inline_features(h, tables)
+            feats = self.inline_features(h, tables, state)
             source = "inline_history"
         else:
             member_id = req.member_id

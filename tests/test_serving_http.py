@@ -222,3 +222,99 @@ def test_schemathesis_finds_no_server_error(server: RunningServer, tmp_path: Pat
                         "--generation-database", "none"],
                        capture_output=True, text=True, timeout=300, cwd=tmp_path)  # its cache stays out of the repo
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def _full_histories(store: Path, as_of: str, n: int) -> list[dict[str, Any]]:
+    """Inline histories carrying everything the store knows of n members (every order and event field, the profile):
+    what a shop sends for a member the online table lacks. Scored inline they must give the batch answers."""
+    import pandas as pd
+
+    def v(x: Any) -> Any:
+        if x is None or x is pd.NA or (isinstance(x, float) and x != x):
+            return None
+        if isinstance(x, pd.Timestamp):
+            return x.isoformat()
+        return x.item() if hasattr(x, "item") else x
+
+    t = pd.Timestamp(as_of)
+    orders = pd.read_parquet(store / "orders.parquet")
+    events = pd.read_parquet(store / "events.parquet")
+    members = pd.read_parquet(store / "members.parquet").set_index("member_id")
+    orders, events = orders[orders["ordered_at"] < t], events[events["occurred_at"] < t]
+    out = []
+    for m in orders["member_id"].drop_duplicates().head(n):
+        o = orders[orders["member_id"] == m].sort_values("ordered_at", kind="stable")
+        e = events[events["member_id"] == m].sort_values("occurred_at", kind="stable")
+        row = members.loc[m]
+        profile = {k: v(row[k]) for k in ("joined_at", "gender", "age", "region", "channel", "marketing_consent")}
+        profile["birthday"] = None if v(row["birthday"]) is None else pd.Timestamp(row["birthday"]).date().isoformat()
+        out.append({"member_id": str(m), "as_of": t.isoformat(), "profile": profile,
+                    "orders": [{k: v(r[k]) for k in ("order_id", "ordered_at", "amount", "item_id", "category",
+                                                     "quantity", "discount", "coupon_used", "status")}
+                               for r in o.to_dict("records")],
+                    "events": [{k: v(r[k]) for k in ("occurred_at", "type", "item_id", "value")}
+                               for r in e.to_dict("records")]})
+    return out
+
+
+def test_inline_histories_get_the_batch_answers(inproc_scorer: Any, served_store: dict[str, str]) -> None:
+    """Training/serving parity end to end, through every inline fast path (pooled DuckDB engine, one loyalty replay
+    reused for the features, the one-member recs summary): a member's full history sent inline gets the answers
+    batch scoring gave that member (the start-up answers: loyalty, churn, LTV, next purchase); its recommendations
+    equal the ones computed with the model's own `summarise_history`; and two inline requests computed at the same
+    time on two threads each get the answer they get alone."""
+    import threading
+
+    from serving.recs_history import FastSummary
+    from serving.schemas import RecommendRequest, ScoreRequest
+
+    sc = inproc_scorer
+    hist = _full_histories(Path(served_store["MEMBER_ML_STORE"]), sc.online.as_of.isoformat(), 12)
+    assert sc.history_summary().columns is not None  # the fast recs summary passed its start-up check
+    alone = {}
+    for h in hist:
+        inline = sc.score(ScoreRequest.model_validate({"history": h, "top_n": 6})).model_dump()
+        batch = sc.score(ScoreRequest(member_id=h["member_id"], top_n=6)).model_dump()
+        assert inline["source"] == "inline_history" and inline["unavailable"] == {}
+        for k in ("loyalty", "ltv", "next_purchase"):
+            assert inline[k] == batch[k], (h["member_id"], k)
+        assert inline["churn"]["probability"] == batch["churn"]["probability"], h["member_id"]
+        assert ([r.split(":")[0] for r in inline["churn"]["reasons"]]
+                == [r.split(":")[0] for r in batch["churn"]["reasons"]]), h["member_id"]
+        alone[h["member_id"]] = inline
+    fast = sc._summary
+    try:
+        sc._summary = FastSummary(fast.reference, None)  # the model's own summarise_history for every request
+        for h in hist:
+            ref = sc.score(ScoreRequest.model_validate({"history": h, "top_n": 6})).model_dump()
+            assert ref["recommendations"] == alone[h["member_id"]]["recommendations"], h["member_id"]
+            req = RecommendRequest.model_validate({"history": h, "n": 4, "exclude_categories": ["服饰"]})
+            ref_rec = sc.recommend(req).model_dump()
+            sc._summary = fast
+            assert sc.recommend(req).model_dump() == ref_rec, h["member_id"]
+            sc._summary = FastSummary(fast.reference, None)
+    finally:
+        sc._summary = fast
+
+    got: dict[int, list[dict]] = {0: [], 1: []}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def lane(k: int) -> None:
+        try:
+            start.wait()
+            for h in hist[k::2]:
+                got[k].append(sc.score(ScoreRequest.model_validate({"history": h, "top_n": 6})).model_dump())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=lane, args=(k,)) for k in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(300)
+    assert not errors, errors
+    for k in (0, 1):
+        assert [g["member_id"] for g in got[k]] == [h["member_id"] for h in hist[k::2]]
+        for g in got[k]:
+            assert g == alone[g["member_id"]], g["member_id"]
