@@ -3,7 +3,6 @@ engine's (and the batch's) features, never shows one request another request's r
 once on two threads each get their own answer."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 from features.engine import EnginePool
 from features.pipeline import compute_features
 from tests.fixtures_features import make_tables, write_store
+from tests.two_lanes import run_two_lanes
 
 AS_OF = pd.Timestamp("2022-11-20 18:45")
 
@@ -80,25 +80,14 @@ def test_two_threads_at_once_get_their_own_answers(world) -> None:
     ids = batch["member_id"].to_numpy(dtype=object)
     rng = np.random.default_rng(4)
     lanes = [list(rng.choice(ids, 10, replace=False)) for _ in range(2)]
-    results: dict[int, list[pd.DataFrame]] = {0: [], 1: []}
-    errors: list[BaseException] = []
-    start = threading.Barrier(2)
+    def lane(k: int) -> list[pd.DataFrame]:
+        out = []
+        for m in lanes[k]:
+            with pool.engine() as eng:
+                out.append(compute_features(one(tables, m), AS_OF, engine=eng))
+        return out
 
-    def lane(k: int) -> None:
-        try:
-            start.wait()
-            for m in lanes[k]:
-                with pool.engine() as eng:
-                    results[k].append(compute_features(one(tables, m), AS_OF, engine=eng))
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=lane, args=(k,)) for k in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    results = run_two_lanes(lane, timeout_s=120)
     assert pool.created <= 2
     for k in (0, 1):
         got = pd.concat(results[k], ignore_index=True)

@@ -25,6 +25,7 @@ from benchmarks.loadgen import post_json
 from benchmarks.serving_store import build_trained_store
 from serving.launch import RunningServer, serve
 from serving.schemas import EXAMPLE_HISTORY
+from tests.two_lanes import run_two_lanes
 
 pytestmark = [pytest.mark.http, pytest.mark.timeout(600)]
 
@@ -263,8 +264,6 @@ def test_inline_histories_get_the_batch_answers(inproc_scorer: Any, served_store
     batch scoring gave that member (the start-up answers: loyalty, churn, LTV, next purchase); its recommendations
     equal the ones computed with the model's own `summarise_history`; and two inline requests computed at the same
     time on two threads each get the answer they get alone."""
-    import threading
-
     from serving.recs_history import FastSummary
     from serving.schemas import RecommendRequest, ScoreRequest
 
@@ -296,24 +295,8 @@ def test_inline_histories_get_the_batch_answers(inproc_scorer: Any, served_store
     finally:
         sc._summary = fast
 
-    got: dict[int, list[dict]] = {0: [], 1: []}
-    errors: list[BaseException] = []
-    start = threading.Barrier(2)
-
-    def lane(k: int) -> None:
-        try:
-            start.wait()
-            for h in hist[k::2]:
-                got[k].append(sc.score(ScoreRequest.model_validate({"history": h, "top_n": 6})).model_dump())
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=lane, args=(k,)) for k in (0, 1)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(300)
-    assert not errors, errors
+    got = run_two_lanes(lambda k: [sc.score(ScoreRequest.model_validate({"history": h, "top_n": 6})).model_dump()
+                                   for h in hist[k::2]], timeout_s=300)
     for k in (0, 1):
         assert [g["member_id"] for g in got[k]] == [h["member_id"] for h in hist[k::2]]
         for g in got[k]:
