@@ -1,7 +1,8 @@
 """The online feature table: the latest features per member, materialized by the batch pipeline for serving.
 
 `materialize(store, as_of, path)` writes one DuckDB file with three tables: `features` (one row per member, the
-same columns as compute_features), `recent_items` (paid items per member in the 365 days before as_of), and `meta`
+same columns as compute_features), `recent_items` (the recommender's history: items each member bought, viewed,
+carted or favourited in the 365 days before as_of, `compute_recent_items`), and `meta`
 (as_of, FEATURE_VERSION, definitions digest, store fingerprint, feature names). The file is written to a temporary
 name and renamed, so a reader never sees a half-written table.
 
@@ -164,6 +165,8 @@ class OnlineFeatureTable:
         return self.frame.iloc[pos].reset_index(drop=True)
 
     def recent_items(self, member_id: str) -> pd.DataFrame:
-        """Items the member bought in the 365 days before as_of (empty frame when none)."""
+        """The member's `recent_items` rows: items bought or seen in the 365 days before as_of (empty frame when
+        none). A table built before the event columns existed has order columns only: the recs model reads missing
+        event counts as 0 and decayed event counts as unknown, as it did then."""
         s, e = self._item_slices.get(member_id, (0, 0))
         return self._items.iloc[s:e].reset_index(drop=True)

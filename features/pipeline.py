@@ -314,8 +314,10 @@ def compute_inline_features(tables: Mapping[str, pd.DataFrame], as_of: object, *
 
 def compute_recent_items(source: TableSource, as_of: object, *, days: int = RECENT_ITEMS_DAYS,
                          engine: str | Engine = "duckdb", members: Sequence[str] | None = None) -> pd.DataFrame:
-    """Per member and item over paid lines in [as_of − days, as_of): category, orders holding the item (n_bought),
-    last_bought_at and the time-decayed order counts the recommender ranks with (n_bought_hl14, n_bought_hl56)."""
+    """Per member and item over paid lines and item events in [as_of − days, as_of): the recommender's history
+    summary (`recent_items_plan`): category, orders holding the item (n_bought), last/first_bought_at, spend, the
+    time-decayed order counts (n_bought_hl14, n_bought_hl56), view/cart/favorite counts and their decayed counts
+    (n_view_hl1, n_cart_hl1), last_seen_at; items only seen have rows with n_bought 0."""
     t = as_timestamp(as_of, "as_of")
     eng, tables, owned = open_engine(source, engine, member_ids=members)
     try:

@@ -74,7 +74,8 @@ def recommend_frame(model: Any, history: pd.DataFrame, member_ids: Sequence[str]
                     as_of: pd.Timestamp) -> pd.DataFrame:
     """The recs model's ranked rows (member_id, rank, item_id, score, reason) for `member_ids`.
 
-    `history` is the members' item summary (the online table's `recent_items` rows, or `summarise_history`);
+    `history` is the members' item summary (the online table's `recent_items` rows, or `summarise_history` over
+    the same 365 days: bought and seen items with the event counts the ranker is trained on);
     members without any row get a bare member_id row: the model's popularity fallback for new members.
     """
     ids = pd.Series(list(member_ids), dtype="string")

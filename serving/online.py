@@ -49,6 +49,7 @@ class OnlineLookup:
         return self.table.get_many([member_id])
 
     def recent_items(self, member_id: str) -> pd.DataFrame:
+        """The member's recs history rows (bought and seen items, `features.pipeline.compute_recent_items`)."""
         return self.table.recent_items(member_id)
 
     def loyalty(self, member_id: str) -> dict[str, Any] | None:

@@ -12,6 +12,11 @@ a few hundred rows. `summarise_one` computes the same frame with a few passes ov
   expressions over the same arrays; the same row order (first appearance of each item, or item-sorted when the
   history has events, as `DataFrame.join(how="outer")` gives) and the same dtypes.
 
+The window: the ranker is trained on `summarise_history(..., window_days=HISTORY_DAYS)` and batch / member_id
+answers read the online `recent_items` table over the same 365 days (features/definitions/recent_items.py
+RECENT_ITEMS_DAYS), so `FastSummary(window_days=…)` keeps an inline history's rows in [as_of − window, as_of) too
+(tests/test_recs_history_parity.py: an inline full history gets the member_id answer).
+
 Equality is not assumed: `FastSummary.for_model` runs both on probe histories that exercise every rule (refunds,
 duplicate lines, missing amounts, event-only items, rows at `as_of`) when the model is loaded and uses the fast path
 only if the frames are identical, restricted to the columns that model's own function returns (models logged with
@@ -20,6 +25,7 @@ an older `recs.py` have fewer). Inputs the fast path does not cover (several mem
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable
@@ -88,13 +94,17 @@ def _unsupported(orders: pd.DataFrame, events: pd.DataFrame | None, max_rows: in
 
 
 def summarise_one(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: pd.Timestamp,
-                  max_rows: int = MAX_ROWS) -> pd.DataFrame | None:
-    """`recs.summarise_history(orders, events, as_of)` for the rows of one member (every column of COLUMNS), or
-    None when the input is outside what this path reproduces (the caller then uses the model's own function)."""
+                  max_rows: int = MAX_ROWS, window_days: int | None = None) -> pd.DataFrame | None:
+    """`recs.summarise_history(orders, events, as_of, window_days=window_days)` for the rows of one member (every
+    column of COLUMNS), or None when the input is outside what this path reproduces (the caller then uses the
+    model's own function). `window_days` keeps rows in [as_of − window_days, as_of), as the reference does."""
     if _unsupported(orders, events, max_rows) is not None:
         return None
     t_end = np.datetime64(pd.Timestamp(as_of).to_datetime64(), "us")
     end_us = int(t_end.astype("int64"))
+    start_us = np.iinfo("int64").min if window_days is None else int(
+        np.datetime64((pd.Timestamp(as_of) - pd.Timedelta(days=int(window_days))).to_datetime64(), "us")
+        .astype("int64"))
     o_item = orders["item_id"].tolist()
     o_at = orders["ordered_at"].to_numpy(dtype=_US).astype("int64").tolist()
     o_order = orders["order_id"].tolist()
@@ -104,7 +114,7 @@ def summarise_one(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: pd.T
     members = set()
     keep = []  # item lines before as_of: (order, item, at, status, amount)
     for it, at, od, st, am, mb in zip(o_item, o_at, o_order, o_status, o_amount, o_member):
-        if not isinstance(it, str) or at >= end_us:
+        if not isinstance(it, str) or at >= end_us or at < start_us:
             continue
         if not isinstance(od, str):
             return None  # pandas merges null keys with null keys: not reproduced here
@@ -170,7 +180,7 @@ def summarise_one(orders: pd.DataFrame, events: pd.DataFrame | None, as_of: pd.T
         e_member = events["member_id"].tolist()
         rows = []
         for it, ty, at, mb in zip(e_item, e_type, e_at, e_member):
-            if isinstance(it, str) and isinstance(ty, str) and ty in _EVENT_TYPES and at < end_us:
+            if isinstance(it, str) and isinstance(ty, str) and ty in _EVENT_TYPES and start_us <= at < end_us:
                 rows.append((it, ty, at))
                 members.add(mb)
         if not rows:
@@ -274,32 +284,54 @@ def probe_histories() -> list[tuple[pd.DataFrame, pd.DataFrame | None, pd.Timest
 
 @dataclass(frozen=True)
 class FastSummary:
-    """The model's `summarise_history` for one member: the fast path where it was checked equal, else the model's."""
+    """The model's `summarise_history` for one member over the last `window_days` before as_of (the window of the
+    online `recent_items` table and of the ranker's training summary; None: all history): the fast path where it
+    was checked equal, else the model's. A model whose `summarise_history` has no `window_days` (logged before
+    training used the window) was trained on whole histories: it gets the whole inline history, as before."""
 
     reference: Callable[..., pd.DataFrame]
     columns: tuple[str, ...] | None  # the model's columns (fast path on), or None (model's function only)
+    window_days: int | None = None
+    # whether the reference takes `window_days` (else the window is not applied: see the class docstring)
+    ref_window: bool = False
 
     @classmethod
-    def for_model(cls, reference: Callable[..., pd.DataFrame]) -> "FastSummary":
-        """Check `summarise_one` against `reference` on the probe histories; the fast path is used only if every
-        probe's frame is identical (values, dtypes, order) on the model's columns."""
+    def for_model(cls, reference: Callable[..., pd.DataFrame], window_days: int | None = None) -> "FastSummary":
+        """Check `summarise_one` against `reference` on the probe histories (with the window: they span more than a
+        year); the fast path is used only if every probe's frame is identical (values, dtypes, order) on the
+        model's columns."""
+        try:
+            takes_window = "window_days" in inspect.signature(reference).parameters
+        except (TypeError, ValueError):
+            takes_window = False
+        off = cls(reference, None, window_days, takes_window)
         try:
             cols: tuple[str, ...] | None = None
             for o, e, t in probe_histories():
-                want = reference(o, e, t)
-                got = summarise_one(o, e, t)
+                want = off(o, e, t)
+                got = off._fast(o, e, t)
                 if got is None or not set(want.columns) <= set(got.columns):
-                    return cls(reference, None)
+                    return off
                 cols = tuple(want.columns)
                 pd.testing.assert_frame_equal(got[list(cols)], want, check_exact=True)
         except Exception as e:  # noqa: BLE001 - any difference means: use the model's own function
             log.warning("recs history summary: fast path off (differs from the model's: %s)", str(e)[:200])
-            return cls(reference, None)
-        return cls(reference, cols)
+            return off
+        return cls(reference, cols, window_days, takes_window)
+
+    @property
+    def window(self) -> int | None:
+        """The window applied: `window_days` when the model's function takes it, else None (whole history)."""
+        return self.window_days if self.ref_window else None
+
+    def _fast(self, orders: pd.DataFrame, events: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.DataFrame | None:
+        return summarise_one(orders, events, as_of, window_days=self.window)
 
     def __call__(self, orders: pd.DataFrame, events: pd.DataFrame | None, as_of: pd.Timestamp) -> pd.DataFrame:
         if self.columns is not None:
-            got = summarise_one(orders, events, as_of)
+            got = self._fast(orders, events, as_of)
             if got is not None:
                 return got[list(self.columns)]
-        return self.reference(orders, events, as_of)
+        w = self.window
+        return self.reference(orders, events, as_of) if w is None else \
+            self.reference(orders, events, as_of, window_days=w)

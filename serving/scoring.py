@@ -116,15 +116,18 @@ class Scorer:
         self.history_summary()  # the start-up check of the fast path, before the first request
 
     def history_summary(self) -> Any:
-        """The recs model's `summarise_history` as a `serving.recs_history.FastSummary` (None without one)."""
+        """The recs model's `summarise_history` over the last RECENT_ITEMS_DAYS before as_of (the batch / online
+        window) as a `serving.recs_history.FastSummary` (None without one)."""
         m = self.models.get("recs") if self.models is not None else None
         ref = getattr(getattr(m, "module", None), "summarise_history", None)
         if ref is None:
             return None
         if self._summary is None or self._summary.reference is not ref:
+            from features.definitions.recent_items import RECENT_ITEMS_DAYS
             from serving.recs_history import FastSummary
 
-            self._summary = FastSummary.for_model(ref)
+            # the window of the online recent_items table and of the ranker's training summary
+            self._summary = FastSummary.for_model(ref, window_days=RECENT_ITEMS_DAYS)
         return self._summary
 
     # -------------------------------------------------------------------------------------------- loyalty

@@ -72,18 +72,22 @@ def test_cli_errors_are_clear(tmp_path) -> None:
 
 
 def test_recent_items_match_the_recommenders_history_summary(store) -> None:
-    """Serving feeds the ranker `recent_items` rows; training summarises raw orders: the shared columns agree."""
+    """Serving feeds the ranker `recent_items` rows; training summarises raw orders and item events: every column
+    agrees (items only seen included; tests/test_recs_history_parity.py checks the 365-day window)."""
     from training.member_pyfunc.recs import summarise_history
 
     items = compute_recent_items(store, AS_OF, days=100_000).set_index(["member_id", "item_id"]).sort_index()
     orders = pd.read_parquet(store.path / "orders.parquet")
+    events = pd.read_parquet(store.path / "events.parquet")
     assert (orders["status"] != "paid").any()  # refunded/cancelled lines are netted out on both sides
-    summary = summarise_history(orders, None, AS_OF)
-    summary = summary[summary["n_bought"] > 0].set_index(["member_id", "item_id"]).sort_index()
+    summary = summarise_history(orders, events, AS_OF).set_index(["member_id", "item_id"]).sort_index()
     assert len(items) > 50 and items.index.equals(summary.index)
-    for c in ("n_bought", "n_bought_hl14", "n_bought_hl56"):
+    assert (summary["n_bought"] == 0).any() and (summary["n_view"] > 0).any()  # seen-only items and views exist
+    for c in ("n_bought", "n_bought_hl14", "n_bought_hl56", "n_view", "n_cart", "n_favorite", "n_view_hl1",
+              "n_cart_hl1"):
         assert items[c].astype(float).to_numpy() == pytest.approx(summary[c].to_numpy(dtype=float), rel=1e-9), c
-    assert (items["last_bought_at"].to_numpy() == summary["last_bought_at"].to_numpy()).all()
+    for c in ("last_bought_at", "first_bought_at", "last_seen_at"):
+        assert items[c].astype("datetime64[us]").equals(summary[c].astype("datetime64[us]")), c
 
 
 def test_recent_items_columns_are_the_recommenders_history_columns(store) -> None:
@@ -94,5 +98,5 @@ def test_recent_items_columns_are_the_recommenders_history_columns(store) -> Non
 
     cols = set(compute_recent_items(store, AS_OF).columns)
     assert set(HISTORY_REQUIRED) <= cols
-    assert {"first_bought_at", "spend", "n_bought_hl14", "n_bought_hl56"} <= cols & set(HISTORY_OPTIONAL)
+    assert set(HISTORY_OPTIONAL) <= cols  # every optional column, event counts included
     assert cols - set(HISTORY_REQUIRED) - set(HISTORY_OPTIONAL) == {"category"}

@@ -128,3 +128,14 @@ def test_inputs_outside_the_fast_path_are_declined(case: str) -> None:
     # and the wrapper still answers, through the reference
     fs = FastSummary.for_model(summarise_history)
     pd.testing.assert_frame_equal(fs(o, e, t), summarise_history(o, e, t), check_exact=True)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.sampled_from([1, 30, 365]))
+def test_generated_histories_equal_the_windowed_reference(h, window_days: int) -> None:  # noqa: ANN001
+    """With a window (the inline path keeps the 365 days training and the online table use), the fast summary
+    equals `summarise_history(..., window_days=…)`: rows before as_of − window are left out on both sides."""
+    o, e = h
+    got = summarise_one(o, e, AS_OF, window_days=window_days)
+    if got is not None:
+        pd.testing.assert_frame_equal(got, summarise_history(o, e, AS_OF, window_days=window_days), check_exact=True)

@@ -144,24 +144,27 @@ def test_online_recent_items_equal_the_windowed_training_summary(tmp_path):
     tables = contract_tables(40, 3)
     store = write_store(tmp_path / "store", tables)
     orders = pd.read_parquet(store.path / "orders.parquet")
+    events = pd.read_parquet(store.path / "events.parquet")
     assert orders["ordered_at"].min() < as_of - pd.Timedelta(days=HISTORY_DAYS)  # the window matters here
     online = compute_recent_items(store, as_of).set_index(["member_id", "item_id"]).sort_index()
-    full = summarise_history(orders, None, as_of)
-    train = summarise_history(orders, None, as_of, window_days=HISTORY_DAYS)
-    train = train[train["n_bought"] > 0].set_index(["member_id", "item_id"]).sort_index()
-    assert len(full[full["n_bought"] > 0]) > len(train)  # older purchases are left out on both sides
+    full = summarise_history(orders, events, as_of)
+    train = summarise_history(orders, events, as_of, window_days=HISTORY_DAYS)
+    train = train.set_index(["member_id", "item_id"]).sort_index()
+    assert len(full[full["n_bought"] > 0]) > len(train[train["n_bought"] > 0])  # older purchases left out on both
     assert online.index.equals(train.index)
-    for c in ("n_bought", "spend", "n_bought_hl14", "n_bought_hl56"):
-        assert online[c].astype(float).to_numpy() == pytest.approx(train[c].to_numpy(dtype=float), rel=1e-9), c
-    for c in ("first_bought_at", "last_bought_at"):
-        assert (online[c].to_numpy() == train[c].to_numpy()).all(), c
+    for c in ("n_bought", "spend", "n_bought_hl14", "n_bought_hl56", "n_view", "n_cart", "n_favorite",
+              "n_view_hl1", "n_cart_hl1"):
+        assert online[c].astype(float).to_numpy() == pytest.approx(train[c].to_numpy(dtype=float), rel=1e-9,
+                                                                    nan_ok=True), c
+    for c in ("first_bought_at", "last_bought_at", "last_seen_at"):
+        assert online[c].astype("datetime64[us]").equals(train[c].astype("datetime64[us]")), c
     # the features the ranker sees: same numbers whether the history came from training or from the online table
-    fc = fit_candidates({"orders": orders, "items": tables["items"]}, as_of, SMALL)
-    assert fc.history["last_bought_at"].min() >= as_of - pd.Timedelta(days=HISTORY_DAYS)
+    fc = fit_candidates({"orders": orders, "events": events, "items": tables["items"]}, as_of, SMALL)
+    assert fc.history["last_seen_at"].min() >= as_of - pd.Timedelta(days=HISTORY_DAYS)
     members = np.asarray(sorted(train.index.get_level_values(0).unique())[:15], dtype=object)
     served = online.reset_index()
     served = served[served["member_id"].isin(members)]
-    trained = fc.history[fc.history["member_id"].isin(members) & (fc.history["n_bought"] > 0)]
+    trained = fc.history[fc.history["member_id"].isin(members)]
     trained = trained.sort_values(["member_id", "item_id"])
     x_served = build_candidates(fc.art, prepare_history(served, fc.art, as_of))
     x_trained = build_candidates(fc.art, prepare_history(trained, fc.art, as_of))

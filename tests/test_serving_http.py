@@ -264,7 +264,8 @@ def test_inline_histories_get_the_batch_answers(inproc_scorer: Any, served_store
     batch scoring gave that member (the start-up answers: loyalty, churn, LTV, next purchase); its recommendations
     equal the ones computed with the model's own `summarise_history`; and two inline requests computed at the same
     time on two threads each get the answer they get alone."""
-    from serving.recs_history import FastSummary
+    import dataclasses
+
     from serving.schemas import RecommendRequest, ScoreRequest
 
     sc = inproc_scorer
@@ -278,12 +279,14 @@ def test_inline_histories_get_the_batch_answers(inproc_scorer: Any, served_store
         for k in ("loyalty", "ltv", "next_purchase"):
             assert inline[k] == batch[k], (h["member_id"], k)
         assert inline["churn"]["probability"] == batch["churn"]["probability"], h["member_id"]
+        # recs: the inline history is summarised over the online table's 365 days, with its events
+        assert inline["recommendations"] == batch["recommendations"], h["member_id"]
         assert ([r.split(":")[0] for r in inline["churn"]["reasons"]]
                 == [r.split(":")[0] for r in batch["churn"]["reasons"]]), h["member_id"]
         alone[h["member_id"]] = inline
     fast = sc._summary
     try:
-        sc._summary = FastSummary(fast.reference, None)  # the model's own summarise_history for every request
+        sc._summary = dataclasses.replace(fast, columns=None)  # the model's own summarise_history for every request
         for h in hist:
             ref = sc.score(ScoreRequest.model_validate({"history": h, "top_n": 6})).model_dump()
             assert ref["recommendations"] == alone[h["member_id"]]["recommendations"], h["member_id"]
@@ -291,7 +294,7 @@ def test_inline_histories_get_the_batch_answers(inproc_scorer: Any, served_store
             ref_rec = sc.recommend(req).model_dump()
             sc._summary = fast
             assert sc.recommend(req).model_dump() == ref_rec, h["member_id"]
-            sc._summary = FastSummary(fast.reference, None)
+            sc._summary = dataclasses.replace(fast, columns=None)
     finally:
         sc._summary = fast
 

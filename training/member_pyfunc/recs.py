@@ -53,7 +53,8 @@ HISTORY_REQUIRED: tuple[str, ...] = ("member_id", "item_id", "n_bought", "last_b
 HISTORY_OPTIONAL: dict[str, Any] = {
     "first_bought_at": pd.NaT, "last_seen_at": pd.NaT, "n_view": 0.0, "n_cart": 0.0, "n_favorite": 0.0,
     "spend": np.nan,
-    # time-decayed counts measured at the summary's as_of (NaN when unknown, e.g. the online `recent_items` table):
+    # time-decayed counts measured at the summary's as_of (NaN when unknown: no as_of, no events table, or an online
+    # `recent_items` table built before it carried them; features/definitions/recent_items.py serves them all):
     # orders with the item at half-lives of 14 and 56 days, views and carts at a half-life of 1 day
     "n_bought_hl14": np.nan, "n_bought_hl56": np.nan, "n_view_hl1": np.nan, "n_cart_hl1": np.nan,
 }
