@@ -37,3 +37,19 @@ def make_tables(n_members: int = 150, n_weeks: int = 24, seed: int = 0) -> dict[
     members = pd.DataFrame({"member_id": [f"m{m}" for m in range(n_members)],
                             "region": np.where(np.arange(n_members) % 2 == 0, "浙江", "广东")})
     return {"orders": orders, "items": items, "members": members}
+
+
+SMALL_CUTOFF = "2024-04-08"
+
+
+def fit_small(config):  # noqa: ANN001, ANN201 (a CandidateConfig → fitted artefacts)
+    """The small candidate model the one-member latency tests compare paths on (60 members, 16 weeks, seed 11);
+    each test module passes its own config."""
+    from training.recs.candidates import fit_candidates
+
+    return fit_candidates(make_tables(n_members=60, n_weeks=16, seed=11), SMALL_CUTOFF, config)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-equal arrays (NaN equal to NaN, -0.0 distinct from 0.0)."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()

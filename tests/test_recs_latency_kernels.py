@@ -23,25 +23,19 @@ from training.member_pyfunc.recs import (
 from training.member_pyfunc.frame_columns import string_array
 from training.member_pyfunc.item_lookup import item_table
 from training.member_pyfunc.recs_kernels import KERNEL_FEATURES
-from training.recs.candidates import CandidateConfig, fit_candidates
+from training.recs.candidates import CandidateConfig
 from training.recs.train import model_input
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixtures_recs import make_tables  # noqa: E402
+from fixtures_recs import SMALL_CUTOFF as CUTOFF, fit_small, same_bits as _same  # noqa: E402
 
 SMALL = CandidateConfig(factors=8, iterations=8, knn_k=10, n_hist=50, n_als=20, n_knn=20, n_pop=10)
-CUTOFF = "2024-04-08"
 
 
 @pytest.fixture(scope="module")
 def fitted():
     """A small fitted model (no ranker needed: the features and candidates are what is compared)."""
-    return fit_candidates(make_tables(n_members=60, n_weeks=16, seed=11), CUTOFF, SMALL)
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    """Bit-equal arrays (NaN equal to NaN, -0.0 distinct from 0.0)."""
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    return fit_small(SMALL)
 
 
 # ---------------------------------------------------------------------------------------------------------------
